@@ -1,0 +1,7 @@
+"""hwsim: co-design number formats, bit policies and accelerators for language models."""
+
+__version__ = "0.1.0"
+
+from hwsim import formats  # noqa: E402
+
+__all__ = ["__version__", "formats"]

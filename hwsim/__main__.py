@@ -1,0 +1,5 @@
+import sys
+
+from hwsim.cli import main
+
+sys.exit(main())

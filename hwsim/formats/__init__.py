@@ -1,0 +1,24 @@
+"""Number formats: specs, the registry of named formats, and bit-accurate encode, decode and qdq."""
+
+from hwsim.formats.registry import describe, get, names, register
+from hwsim.formats.spec import (
+    CodebookFormat,
+    DialectFormat,
+    FloatFormat,
+    Format,
+    IntFormat,
+    ScaledFormat,
+)
+
+__all__ = [
+    "CodebookFormat",
+    "DialectFormat",
+    "FloatFormat",
+    "Format",
+    "IntFormat",
+    "ScaledFormat",
+    "describe",
+    "get",
+    "names",
+    "register",
+]
