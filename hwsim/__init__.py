@@ -3,5 +3,6 @@
 __version__ = "0.1.0"
 
 from hwsim import formats  # noqa: E402
+from hwsim.formats import decode, encode, qdq  # noqa: E402
 
-__all__ = ["__version__", "formats"]
+__all__ = ["__version__", "decode", "encode", "formats", "qdq"]

@@ -22,3 +22,7 @@ __all__ = [
     "names",
     "register",
 ]
+
+from hwsim.formats.ops import Encoded, decode, encode, qdq  # noqa: E402
+
+__all__ += ["Encoded", "decode", "encode", "qdq"]

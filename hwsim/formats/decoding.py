@@ -1,0 +1,54 @@
+"""Decode `Encoded` codes back to values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwsim.formats.params import values_table
+from hwsim.formats.spec import DialectFormat, ScaledFormat
+
+
+def decode_encoded(encoded, dtype: np.dtype) -> np.ndarray:
+    fmt = encoded.fmt
+    if dtype.kind != "f":
+        raise ValueError(f"invalid dtype={dtype}: decode to a floating-point dtype such as np.float32")
+    if isinstance(fmt, ScaledFormat):
+        return _decode_scaled(encoded, dtype)
+    if isinstance(fmt, DialectFormat):
+        from hwsim.formats.dialect import decode_dialect
+
+        return decode_dialect(encoded, dtype)
+    return code_values(fmt, encoded.codes).astype(dtype)
+
+
+def code_values(fmt, codes: np.ndarray) -> np.ndarray:
+    """float64 value of each code of an element format; 32-bit floats are read as binary32 bit patterns."""
+    if fmt.width > 16:
+        return codes.astype(np.uint32).view(np.float32).astype(np.float64)
+    return values_table(fmt)[codes]
+
+
+def _decode_scaled(encoded, dtype: np.dtype) -> np.ndarray:
+    fmt: ScaledFormat = encoded.fmt
+    group = encoded.info["group_size"]
+    moved_shape = encoded.info["moved_shape"]
+    length = moved_shape[-1] if moved_shape else 1
+    codes = encoded.codes
+    rows, padded = codes.shape
+    n_blocks = encoded.scale_codes.shape[1]
+    elements = code_values(fmt.element, codes).reshape(rows, n_blocks, group)
+    scales = code_values(fmt.scale, encoded.scale_codes)
+    if fmt.scale_rule in ("ocp", "ceil"):
+        # Power-of-two scales: the product is exact in float64.
+        values = elements * scales[:, :, None]
+    else:
+        g = np.float32(encoded.tensor_scale if encoded.tensor_scale is not None else 1.0)
+        divisor = (scales.astype(np.float32) / g).astype(np.float64)
+        if encoded.zero_points is not None:
+            elements = codes.reshape(rows, n_blocks, group).astype(np.float64) - encoded.zero_points[:, :, None]
+        values = elements * divisor[:, :, None]
+        values[np.isnan(scales)] = np.nan
+    values = values.reshape(rows, padded)[:, :length].reshape(moved_shape).astype(dtype)
+    if len(encoded.shape) == 0:
+        return values.reshape(())
+    return np.moveaxis(values, -1, encoded.axis)

@@ -1,0 +1,373 @@
+"""Numba kernels for encode, decode and fused qdq.
+
+Kernels take plain arrays and integers only. A spec is turned into an
+int64 parameter vector by `hwsim.formats.params` at the kernel boundary.
+
+Numbers are handled as (negative, significand, exponent) with the value
+sig * 2**exp2: the significand is an int64 below 2**54, so every rounding
+decision is made in exact integer arithmetic. Power-of-two block scales
+only shift `exp2`, which is why MX encoding is exact for any input.
+
+Stochastic rounding uses 32 random bits per element from a counter-based
+generator (SplitMix64 of seed + element index), so a result depends on the
+seed and the element's flat index, never on the thread count. An element
+rounds up with probability floor(residue * 2**32 / ulp) / 2**32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# Rounding modes.
+NEAREST_EVEN = 0
+NEAREST_AWAY = 1
+TOWARD_ZERO = 2
+STOCHASTIC = 3
+
+# Element kinds.
+KIND_FLOAT = 0
+KIND_INT = 1
+KIND_CODEBOOK = 2
+
+# Indices into the element parameter vector built by hwsim.formats.params.
+P_KIND = 0
+P_MAN = 1  # float: mantissa bits
+P_EMIN = 2  # float: exponent of the smallest normal
+P_SUBNORMALS = 3  # float: 1 when exponent field 0 holds subnormals and zero
+P_MAX_CODE = 4  # float: largest finite magnitude code
+P_SIGN_MASK = 5  # float: sign bit of a code, 0 for unsigned formats
+P_NAN_CODE = 6  # float: NaN code (positive), -1 when none
+P_INF_CODE = 7  # float: +Inf code, -1 when none
+P_FNUZ = 8  # float: 1 when there is no negative zero (0x80 is NaN)
+P_CODE_MIN = 9  # int: smallest integer value
+P_CODE_MAX = 10  # int: largest integer value
+P_FRAC = 11  # int: fraction bits of the fixed point
+P_WIDTH = 12  # code width in bits
+P_NAN_ZERO = 13  # 1: a NaN input without a NaN code becomes the zero of opposite sign (ml_dtypes)
+P_EMAX_PLUS2 = 14  # float: exponent above which every value overflows
+N_PARAMS = 15
+
+# Sentinel magnitude code for "overflowed".
+_OVERFLOW = np.int64(1) << np.int64(62)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, inline="always")
+def random_bits(seed, index):
+    """32 random bits for element `index`: SplitMix64 of seed + index * golden ratio."""
+    z = np.uint64(seed) + np.uint64(index) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.int64(z >> np.uint64(32))
+
+
+@njit(cache=True, inline="always")
+def round_shift(sig, shift, mode, rbits):
+    """Round sig / 2**shift to an integer (sig >= 0, shift >= 1) in the given mode."""
+    if shift > 60:
+        # sig < 2**54, so the quotient is below 2**-6 and rounds to 0 in every
+        # nearest mode; stochastic rounding would round up with probability
+        # below 2**-6 * 2**-(shift - 60), which is treated as 0.
+        return np.int64(0)
+    q = sig >> shift
+    rem = sig - (q << shift)
+    half = np.int64(1) << (shift - 1)
+    if mode == NEAREST_EVEN:
+        if rem > half or (rem == half and (q & 1) == 1):
+            q += 1
+    elif mode == NEAREST_AWAY:
+        if rem >= half:
+            q += 1
+    elif mode == STOCHASTIC:
+        if shift >= 32:
+            threshold = rem >> (shift - 32)
+        else:
+            threshold = rem << (32 - shift)
+        if rbits < threshold:
+            q += 1
+    return q
+
+
+@njit(cache=True, inline="always")
+def bit_length(x):
+    n = 0
+    while x > 0:
+        x >>= 1
+        n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def decompose_bits(b, frac_bits, exp_bits):
+    """Split an IEEE float's bits (in an int64) into (class, negative, sig, exp2, e).
+
+    class: 0 zero, 1 finite, 2 Inf, 3 NaN. The value is sig * 2**exp2 and
+    e = floor(log2(value)).
+    """
+    total = 1 + exp_bits + frac_bits
+    negative = (b >> (total - 1)) & 1
+    exp_mask = (np.int64(1) << exp_bits) - 1
+    exp_field = (b >> frac_bits) & exp_mask
+    frac = b & ((np.int64(1) << frac_bits) - 1)
+    bias = (np.int64(1) << (exp_bits - 1)) - 1
+    if exp_field == exp_mask:
+        return (3 if frac != 0 else 2), negative, np.int64(0), np.int64(0), np.int64(0)
+    if exp_field == 0:
+        if frac == 0:
+            return 0, negative, np.int64(0), np.int64(0), np.int64(0)
+        exp2 = 1 - bias - frac_bits
+        return 1, negative, frac, exp2, exp2 + bit_length(frac) - 1
+    return 1, negative, frac | (np.int64(1) << frac_bits), exp_field - bias - frac_bits, exp_field - bias
+
+
+@njit(cache=True, inline="always")
+def decompose_value(v):
+    """(class, negative, sig, exp2, e) of a float64 value, as decompose_bits."""
+    if math.isnan(v):
+        return 3, 0, np.int64(0), np.int64(0), np.int64(0)
+    negative = 1 if (v < 0.0 or (v == 0.0 and math.copysign(1.0, v) < 0.0)) else 0
+    a = abs(v)
+    if math.isinf(a):
+        return 2, negative, np.int64(0), np.int64(0), np.int64(0)
+    if a == 0.0:
+        return 0, negative, np.int64(0), np.int64(0), np.int64(0)
+    f, k = math.frexp(a)
+    return 1, negative, np.int64(math.ldexp(f, 53)), np.int64(k - 53), np.int64(k - 1)
+
+
+@njit(cache=True, inline="always")
+def float_magnitude_code(sig, exp2, e, p, mode, rbits):
+    """Magnitude code of sig * 2**exp2 (> 0) in a float element format, or _OVERFLOW."""
+    m = p[P_MAN]
+    emin = p[P_EMIN]
+    et = e if e > emin else emin
+    if et > p[P_EMAX_PLUS2]:
+        return _OVERFLOW
+    shift = et - m - exp2
+    if shift > 0:
+        q = round_shift(sig, shift, mode, rbits)
+    else:
+        q = sig << (-shift)
+    code = ((et - emin) << m) + q
+    if p[P_SUBNORMALS] == 0:
+        # Without subnormals the implicit one is always there, and a value
+        # below the smallest normal clamps to it (E8M0 has no zero).
+        code -= np.int64(1) << m
+        if code < 0:
+            code = 0
+    if code > p[P_MAX_CODE]:
+        return _OVERFLOW
+    return code
+
+
+@njit(cache=True, inline="always")
+def decode_float_magnitude(magnitude, p):
+    """Value of a finite, non-negative float code from its fields (no table, any width)."""
+    m = p[P_MAN]
+    exp_field = magnitude >> m
+    man_field = magnitude & ((np.int64(1) << m) - 1)
+    if exp_field == 0 and p[P_SUBNORMALS] == 1:
+        return math.ldexp(np.float64(man_field), p[P_EMIN] - m)
+    exponent = exp_field + p[P_EMIN] - p[P_SUBNORMALS]
+    return math.ldexp(np.float64((np.int64(1) << m) + man_field), exponent - m)
+
+
+@njit(cache=True, inline="always")
+def finish_float_code(cls, negative, magnitude, p, mode, saturate):
+    """Apply NaN, Inf, overflow and sign rules to a magnitude code; return the stored code, or -1 for no code."""
+    sign_mask = p[P_SIGN_MASK]
+    if cls == 3:  # NaN input
+        if p[P_NAN_CODE] >= 0:
+            if p[P_FNUZ] == 1 or sign_mask == 0:
+                return p[P_NAN_CODE]
+            return p[P_NAN_CODE] | (sign_mask if negative else 0)
+        if p[P_NAN_ZERO] == 1:
+            return 0 if negative else sign_mask
+        return -1
+    if cls == 2:  # Inf input
+        magnitude = _OVERFLOW
+        if saturate == 0 and p[P_INF_CODE] >= 0:
+            return p[P_INF_CODE] | (sign_mask if negative else 0)
+    if magnitude == _OVERFLOW:
+        has_special = p[P_NAN_CODE] >= 0
+        if saturate == 1 or not has_special or (mode == TOWARD_ZERO and cls == 1):
+            magnitude = p[P_MAX_CODE]
+        elif p[P_INF_CODE] >= 0:
+            magnitude = p[P_INF_CODE]
+        else:
+            if p[P_FNUZ] == 1:
+                return p[P_NAN_CODE]
+            return p[P_NAN_CODE] | (sign_mask if negative else 0)
+    if negative:
+        if sign_mask == 0:
+            # Unsigned format: zero stays zero, anything below zero has no code.
+            if magnitude == 0 and cls == 0:
+                return 0
+            return p[P_NAN_CODE]
+        if magnitude == 0 and p[P_FNUZ] == 1:
+            return 0
+        return magnitude | sign_mask
+    return magnitude
+
+
+@njit(cache=True, inline="always")
+def int_code(cls, negative, sig, exp2, p, mode, rbits):
+    """Integer value (before 2**-frac_bits) nearest sig * 2**exp2 in the given mode, saturated to the code range."""
+    if cls == 0:
+        return np.int64(0)
+    if cls == 2:
+        return p[P_CODE_MIN] if negative else p[P_CODE_MAX]
+    shift = -p[P_FRAC] - exp2
+    if shift > 0:
+        q = round_shift(sig, shift, mode, rbits)
+    elif -shift + bit_length(sig) > 40:
+        q = np.int64(1) << 40  # far beyond any 16-bit code range
+    else:
+        q = sig << (-shift)
+    if negative:
+        q = -q
+    if q < p[P_CODE_MIN]:
+        q = p[P_CODE_MIN]
+    if q > p[P_CODE_MAX]:
+        q = p[P_CODE_MAX]
+    return q
+
+
+@njit(cache=True, inline="always")
+def codebook_code(v, levels, mode, rbits):
+    """Index of the level that v rounds to; levels sorted ascending, ends saturate."""
+    n = levels.shape[0]
+    if v <= levels[0]:
+        return 0
+    if v >= levels[n - 1]:
+        return n - 1
+    lo = 0
+    hi = n - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if levels[mid] <= v:
+            lo = mid
+        else:
+            hi = mid
+    below = v - levels[lo]
+    above = levels[hi] - v
+    if below == 0.0:
+        return lo
+    if mode == NEAREST_EVEN:
+        if below < above:
+            return lo
+        if above < below:
+            return hi
+        return lo if (lo & 1) == 0 else hi
+    if mode == NEAREST_AWAY:
+        if below < above:
+            return lo
+        if above < below:
+            return hi
+        return hi if abs(levels[hi]) >= abs(levels[lo]) else lo
+    if mode == TOWARD_ZERO:
+        return lo if v > 0.0 else hi
+    # stochastic: up with probability below / (levels[hi] - levels[lo])
+    if rbits < np.int64(below / (levels[hi] - levels[lo]) * 4294967296.0):
+        return hi
+    return lo
+
+
+@njit(cache=True, inline="always")
+def encode_value(v, p, levels, mode, rbits, saturate):
+    """Element code of a float64 value; -1 when the value has no code (NaN into a format without NaN)."""
+    kind = p[P_KIND]
+    if kind == KIND_CODEBOOK:
+        if math.isnan(v):
+            return np.int64(-1)
+        return np.int64(codebook_code(v, levels, mode, rbits))
+    cls, negative, sig, exp2, e = decompose_value(v)
+    if kind == KIND_INT:
+        if cls == 3:
+            return np.int64(-1)
+        q = int_code(cls, negative, sig, exp2, p, mode, rbits)
+        return q & ((np.int64(1) << p[P_WIDTH]) - 1)
+    magnitude = np.int64(0)
+    if cls == 1:
+        magnitude = float_magnitude_code(sig, exp2, e, p, mode, rbits)
+    return finish_float_code(cls, negative, magnitude, p, mode, saturate)
+
+
+@njit(cache=True, parallel=True)
+def encode_float_bits(bits, frac_bits, exp_bits, p, mode, seed, saturate, codes, values_table, out):
+    """Encode IEEE floats given as bit patterns into a float element format.
+
+    Writes the codes to `codes` (length 0 to skip) and the decoded values,
+    values_table[code], to `out` (length 0 to skip). Returns the number of
+    NaN inputs that had no code; their code is 0 and their value NaN.
+    """
+    n = bits.shape[0]
+    write_codes = codes.shape[0] == n
+    write_values = out.shape[0] == n
+    chunk = 16384
+    n_chunks = (n + chunk - 1) // chunk
+    missing = np.zeros(n_chunks, np.int64)
+    for c in prange(n_chunks):
+        start = c * chunk
+        stop = min(start + chunk, n)
+        for i in range(start, stop):
+            b = np.int64(bits[i])
+            if frac_bits == 23:
+                b &= 0xFFFFFFFF
+            cls, negative, sig, exp2, e = decompose_bits(b, frac_bits, exp_bits)
+            rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
+            magnitude = np.int64(0)
+            if cls == 1:
+                magnitude = float_magnitude_code(sig, exp2, e, p, mode, rbits)
+            code = finish_float_code(cls, negative, magnitude, p, mode, saturate)
+            if code < 0:
+                missing[c] += 1
+                if write_codes:
+                    codes[i] = 0
+                if write_values:
+                    out[i] = np.nan
+                continue
+            if write_codes:
+                codes[i] = code
+            if write_values:
+                out[i] = values_table[code]
+    return missing.sum()
+
+
+@njit(cache=True, parallel=True)
+def encode_values(x, p, levels, mode, seed, saturate, codes, values_table, out):
+    """Encode float values into an element format with no scale (int, codebook or float from any input dtype)."""
+    n = x.shape[0]
+    write_codes = codes.shape[0] == n
+    write_values = out.shape[0] == n
+    chunk = 16384
+    n_chunks = (n + chunk - 1) // chunk
+    missing = np.zeros(n_chunks, np.int64)
+    for c in prange(n_chunks):
+        start = c * chunk
+        stop = min(start + chunk, n)
+        for i in range(start, stop):
+            rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
+            code = encode_value(np.float64(x[i]), p, levels, mode, rbits, saturate)
+            if code < 0:
+                missing[c] += 1
+                if write_codes:
+                    codes[i] = 0
+                if write_values:
+                    out[i] = np.nan
+                continue
+            if write_codes:
+                codes[i] = code
+            if write_values:
+                out[i] = values_table[code]
+    return missing.sum()
+
+
+@njit(cache=True)
+def decode_table(codes, values_table, out):
+    for i in range(codes.shape[0]):
+        out[i] = values_table[codes[i]]

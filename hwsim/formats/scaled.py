@@ -1,0 +1,126 @@
+"""Run scaled formats: move the axis last, group the rows, call the block kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwsim.formats import block_kernels as bk
+from hwsim.formats.params import code_dtype, element_params, levels_of, values_table
+from hwsim.formats.spec import FloatFormat, ScaledFormat
+
+_EMPTY_2D = np.zeros((0, 0), np.uint8)
+
+
+def group_layout(fmt: ScaledFormat, length: int) -> int:
+    """Elements per group along the axis for a row of `length` elements."""
+    if fmt.granularity in ("group", "block"):
+        return int(fmt.block_size)
+    return max(length, 1)
+
+
+def tensor_scale_value(fmt: ScaledFormat, finite_amax: float) -> float:
+    """Second-level scale g = scale max * element max / amax_tensor, in float32 (1 for an all-zero tensor).
+
+    For NVFP4 this is 448 * 6 / amax, the per-tensor scale of NVIDIA's recipe.
+    """
+    if finite_amax == 0.0:
+        return 1.0
+    numerator = np.float32(fmt.scale.max_normal) * np.float32(fmt.element.max_normal)
+    return float(numerator / np.float32(finite_amax))
+
+
+def finite_amax(array: np.ndarray) -> float:
+    magnitude = np.abs(array)
+    finite = np.isfinite(magnitude)
+    if finite.all():
+        return float(magnitude.max()) if magnitude.size else 0.0
+    return float(magnitude[finite].max()) if finite.any() else 0.0
+
+
+def run_scaled(array, fmt: ScaledFormat, axis, mode, saturate, seed, amax, want_codes, want_values):
+    from hwsim.formats.ops import Encoded
+
+    moved = np.moveaxis(array, axis, -1) if array.ndim else array.reshape(1)
+    lead_shape = moved.shape[:-1]
+    length = moved.shape[-1]
+    x2 = np.ascontiguousarray(moved).reshape(-1, length) if length else np.zeros((int(np.prod(lead_shape)), 0), array.dtype)
+    rows = x2.shape[0]
+
+    static_amax = 0.0
+    if amax is not None:
+        if fmt.scale_rule in ("ocp", "ceil"):
+            raise ValueError(f"amax applies to the 'amax' and 'static' scale rules; {fmt.name} uses scale_rule={fmt.scale_rule!r}")
+        static_amax = float(amax)
+    elif fmt.scale_rule == "static":
+        raise ValueError(f"format {fmt.name} uses scale_rule='static': pass amax= from calibration")
+    if fmt.granularity == "tensor":
+        # One group for the whole tensor: compute its amax once, then scale rows in parallel.
+        block = max(length, 1)
+        if static_amax == 0.0 and fmt.scale_rule == "amax":
+            static_amax = finite_amax(x2)
+        if fmt.scale_rule in ("ocp", "ceil"):
+            x2 = x2.reshape(1, -1)
+            block = max(x2.shape[1], 1)
+    else:
+        block = group_layout(fmt, length)
+    n_rows, n_len = x2.shape
+    n_blocks = -(-n_len // block) if n_len else 0
+    padded = n_blocks * block
+
+    element = fmt.element
+    p = element_params(element)
+    levels = levels_of(element)
+    table = values_table(element)
+    codes2 = np.empty((n_rows, padded), code_dtype(element.width)) if want_codes else _EMPTY_2D
+    out2 = np.empty((n_rows, n_len), array.dtype) if want_values else np.zeros((0, 0), array.dtype)
+    scale_codes = np.empty((n_rows, n_blocks), code_dtype(fmt.scale.width))
+    zero_points = np.zeros((n_rows, n_blocks), np.int64)
+    tensor_scale = 1.0
+
+    if fmt.scale_rule in ("ocp", "ceil"):
+        scale = fmt.scale
+        nan_blocks = bk.encode_pow2_blocks(
+            x2, block, p, levels,
+            bk.RULE_OCP if fmt.scale_rule == "ocp" else bk.RULE_CEIL,
+            element.emax, element.max_normal, scale.emin, scale.emax, scale.nan_code,
+            mode, seed, saturate, codes2, scale_codes, table, out2,
+        )
+    else:
+        if fmt.tensor_scale is not None:
+            tensor_scale = tensor_scale_value(fmt, static_amax if static_amax else finite_amax(x2))
+        scale = fmt.scale
+        asymmetric = bool(getattr(element, "asymmetric", False))
+        nan_blocks = bk.encode_amax_groups(
+            x2, block, p, levels, element_params(scale),
+            scale.min_subnormal, scale.max_normal, tensor_scale, element.max_normal,
+            static_amax, asymmetric, array.dtype == np.float32, mode, seed, saturate,
+            codes2, scale_codes, zero_points, table, out2,
+        )
+
+    if fmt.granularity == "tensor" and nan_blocks:
+        # The group is the whole tensor, so a NaN or Inf anywhere makes all of it NaN.
+        scale_codes[:] = fmt.scale.nan_code
+        if want_values:
+            out2[:] = np.nan
+        nan_blocks = n_rows * n_blocks
+
+    values = None
+    if want_values:
+        values = out2.reshape(moved.shape)
+        values = np.moveaxis(values, -1, axis) if array.ndim else values.reshape(())
+    encoded = None
+    if want_codes:
+        encoded = Encoded(
+            fmt=fmt,
+            shape=tuple(array.shape),
+            axis=axis,
+            codes=codes2,
+            scale_codes=scale_codes,
+            zero_points=zero_points if getattr(element, "asymmetric", False) else None,
+            tensor_scale=tensor_scale if fmt.tensor_scale is not None else None,
+            padded_elements=int(n_rows * padded - n_rows * n_len),
+            nan_groups=int(nan_blocks),
+        )
+        encoded.info["moved_shape"] = tuple(moved.shape)
+        encoded.info["group_size"] = block
+    return values, encoded
