@@ -177,41 +177,131 @@ def decode_float_magnitude(magnitude, p):
 
 
 @njit(cache=True, inline="always")
-def finish_float_code(cls, negative, magnitude, p, mode, saturate):
-    """Apply NaN, Inf, overflow and sign rules to a magnitude code; return the stored code, or -1 for no code."""
-    sign_mask = p[P_SIGN_MASK]
+def finish_code(cls, negative, magnitude, max_code, sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, saturate, no_code):
+    """Apply NaN, Inf, overflow and sign rules to a magnitude code.
+
+    Returns the stored code, or `no_code` (2**width, one past the last code)
+    for a NaN input into a format without a NaN code.
+    """
     if cls == 3:  # NaN input
-        if p[P_NAN_CODE] >= 0:
-            if p[P_FNUZ] == 1 or sign_mask == 0:
-                return p[P_NAN_CODE]
-            return p[P_NAN_CODE] | (sign_mask if negative else 0)
-        if p[P_NAN_ZERO] == 1:
+        if nan_code >= 0:
+            if fnuz == 1 or sign_mask == 0:
+                return nan_code
+            return nan_code | (sign_mask if negative else 0)
+        if nan_zero == 1:
             return 0 if negative else sign_mask
-        return -1
+        return no_code
     if cls == 2:  # Inf input
         magnitude = _OVERFLOW
-        if saturate == 0 and p[P_INF_CODE] >= 0:
-            return p[P_INF_CODE] | (sign_mask if negative else 0)
+        if saturate == 0 and inf_code >= 0:
+            return inf_code | (sign_mask if negative else 0)
     if magnitude == _OVERFLOW:
-        has_special = p[P_NAN_CODE] >= 0
-        if saturate == 1 or not has_special or (mode == TOWARD_ZERO and cls == 1):
-            magnitude = p[P_MAX_CODE]
-        elif p[P_INF_CODE] >= 0:
-            magnitude = p[P_INF_CODE]
+        if saturate == 1 or nan_code < 0 or (mode == TOWARD_ZERO and cls == 1):
+            magnitude = max_code
+        elif inf_code >= 0:
+            magnitude = inf_code
         else:
-            if p[P_FNUZ] == 1:
-                return p[P_NAN_CODE]
-            return p[P_NAN_CODE] | (sign_mask if negative else 0)
+            if fnuz == 1:
+                return nan_code
+            return nan_code | (sign_mask if negative else 0)
     if negative:
         if sign_mask == 0:
-            # Unsigned format: zero stays zero, anything below zero has no code.
+            # Unsigned format: zero stays zero, anything below zero has no code but NaN.
             if magnitude == 0 and cls == 0:
-                return 0
-            return p[P_NAN_CODE]
-        if magnitude == 0 and p[P_FNUZ] == 1:
-            return 0
+                return np.int64(0)
+            return nan_code
+        if magnitude == 0 and fnuz == 1:
+            return np.int64(0)
         return magnitude | sign_mask
     return magnitude
+
+
+@njit(cache=True, inline="always")
+def finish_float_code(cls, negative, magnitude, p, mode, saturate):
+    """finish_code with the parameters read from an element parameter vector."""
+    return finish_code(
+        cls, negative, magnitude, p[P_MAX_CODE], p[P_SIGN_MASK], p[P_NAN_CODE], p[P_INF_CODE],
+        p[P_FNUZ], p[P_NAN_ZERO], mode, saturate, np.int64(1) << p[P_WIDTH],
+    )
+
+
+@njit(cache=True, inline="always")
+def float_code_from_bits(
+    b, frac_bits, exp_bits, scale_exp, m, emin, subnormals, max_code, emax_plus2,
+    sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, rbits, saturate, normalise, no_code,
+):
+    """Stored code of (IEEE float with bits b) / 2**scale_exp in a float element format.
+
+    The same rounding as float_magnitude_code, written on the input's bit
+    fields with scalar parameters, so the element loop has few branches and
+    no loads from a parameter array. Returns no_code (2**width) for a NaN
+    input when the format has no NaN code.
+
+    normalise=False skips normalising subnormal inputs, which is exact when
+    scale_exp == 0 and the format's emin is at or above the input's: the
+    input's subnormal step is then a multiple-of-two fraction of the
+    format's step, so the unnormalised significand rounds the same way.
+    Keeping the loop out lets the compiler vectorise the element loop.
+    """
+    sign_shift = frac_bits + exp_bits
+    negative = (b >> sign_shift) & 1
+    a = b & ((np.int64(1) << sign_shift) - 1)
+    frac_mask = (np.int64(1) << frac_bits) - 1
+    exp_field = a >> frac_bits
+    if exp_field == (np.int64(1) << exp_bits) - 1:
+        cls = 3 if (a & frac_mask) != 0 else 2
+        return finish_code(cls, negative, np.int64(0), max_code, sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, saturate, no_code)
+    if a == 0:
+        return finish_code(0, negative, np.int64(0), max_code, sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, saturate, no_code)
+    bias_in = (np.int64(1) << (exp_bits - 1)) - 1
+    sig = a & frac_mask
+    if exp_field > 0:
+        sig |= np.int64(1) << frac_bits
+        e_eff = exp_field - scale_exp
+    else:
+        e_eff = 1 - scale_exp
+        if normalise:
+            # Subnormal input: normalise so that the implicit-bit position is set.
+            while sig < (np.int64(1) << frac_bits):
+                sig <<= 1
+                e_eff -= 1
+    # e_eff and emin_in are biased as the input format biases its exponent.
+    emin_in = emin + bias_in
+    code = _OVERFLOW
+    if e_eff - emin_in <= emax_plus2 - emin:
+        extra = emin_in - e_eff
+        if extra < 0:
+            extra = 0
+        shift = frac_bits - m + extra
+        if shift > 62:
+            shift = 62
+        if shift > 0:
+            q = sig >> shift
+            rem = sig - (q << shift)
+            half = np.int64(1) << (shift - 1)
+            if mode == NEAREST_EVEN:
+                q += (rem > half) | ((rem == half) & ((q & 1) == 1))
+            elif mode == NEAREST_AWAY:
+                q += rem >= half
+            elif mode == STOCHASTIC:
+                if shift >= 32:
+                    threshold = rem >> (shift - 32)
+                else:
+                    threshold = rem << (32 - shift)
+                q += rbits < threshold
+        else:
+            q = sig << (-shift)
+        et_off = e_eff - emin_in
+        if et_off < 0:
+            et_off = 0
+        code = (et_off << m) + q
+        if subnormals == 0:
+            code -= np.int64(1) << m
+            if code < 0:
+                code = 0
+        if code > max_code:
+            code = _OVERFLOW
+    return finish_code(1, negative, code, max_code, sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, saturate, no_code)
 
 
 @njit(cache=True, inline="always")
@@ -279,16 +369,16 @@ def codebook_code(v, levels, mode, rbits):
 
 @njit(cache=True, inline="always")
 def encode_value(v, p, levels, mode, rbits, saturate):
-    """Element code of a float64 value; -1 when the value has no code (NaN into a format without NaN)."""
+    """Element code of a float64 value; 2**width when the value has no code (NaN into a format without NaN)."""
     kind = p[P_KIND]
     if kind == KIND_CODEBOOK:
         if math.isnan(v):
-            return np.int64(-1)
+            return np.int64(1) << p[P_WIDTH]
         return np.int64(codebook_code(v, levels, mode, rbits))
     cls, negative, sig, exp2, e = decompose_value(v)
     if kind == KIND_INT:
         if cls == 3:
-            return np.int64(-1)
+            return np.int64(1) << p[P_WIDTH]
         q = int_code(cls, negative, sig, exp2, p, mode, rbits)
         return q & ((np.int64(1) << p[P_WIDTH]) - 1)
     magnitude = np.int64(0)
@@ -297,74 +387,139 @@ def encode_value(v, p, levels, mode, rbits, saturate):
     return finish_float_code(cls, negative, magnitude, p, mode, saturate)
 
 
-@njit(cache=True, parallel=True)
-def encode_float_bits(bits, frac_bits, exp_bits, p, mode, seed, saturate, codes, values_table, out):
-    """Encode IEEE floats given as bit patterns into a float element format.
+# The four element kernels below differ only in the input layout (a literal,
+# binary32 or binary64) and in what they store (codes or values). Each store
+# is unconditional and the parameters are scalars read before the loop, so
+# the compiler folds the masks and vectorises the loop, which makes it
+# several times faster than one kernel with flags. A NaN input into a format
+# without a NaN code gets the index 2**width: its code is stored as 0 and its
+# value, values_table[2**width], is NaN; callers count such inputs.
 
-    Writes the codes to `codes` (length 0 to skip) and the decoded values,
-    values_table[code], to `out` (length 0 to skip). Returns the number of
-    NaN inputs that had no code; their code is 0 and their value NaN.
+
+@njit(cache=True, parallel=True)
+def qdq_float32_bits(bits, p, mode, seed, saturate, values_table, out):
+    """values_table[code] of binary32 bit patterns (an int32 view) in a float element format.
+
+    Subnormal inputs are not normalised (see float_code_from_bits), which is
+    exact for formats whose smallest normal is at or above the input's;
+    callers send other formats to encode_values.
     """
-    n = bits.shape[0]
-    write_codes = codes.shape[0] == n
-    write_values = out.shape[0] == n
-    chunk = 16384
-    n_chunks = (n + chunk - 1) // chunk
-    missing = np.zeros(n_chunks, np.int64)
-    for c in prange(n_chunks):
-        start = c * chunk
-        stop = min(start + chunk, n)
-        for i in range(start, stop):
-            b = np.int64(bits[i])
-            if frac_bits == 23:
-                b &= 0xFFFFFFFF
-            cls, negative, sig, exp2, e = decompose_bits(b, frac_bits, exp_bits)
-            rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
-            magnitude = np.int64(0)
-            if cls == 1:
-                magnitude = float_magnitude_code(sig, exp2, e, p, mode, rbits)
-            code = finish_float_code(cls, negative, magnitude, p, mode, saturate)
-            if code < 0:
-                missing[c] += 1
-                if write_codes:
-                    codes[i] = 0
-                if write_values:
-                    out[i] = np.nan
-                continue
-            if write_codes:
-                codes[i] = code
-            if write_values:
-                out[i] = values_table[code]
-    return missing.sum()
+    m, emin, subnormals, max_code, emax_plus2 = p[P_MAN], p[P_EMIN], p[P_SUBNORMALS], p[P_MAX_CODE], p[P_EMAX_PLUS2]
+    sign_mask, nan_code, inf_code, fnuz, nan_zero = p[P_SIGN_MASK], p[P_NAN_CODE], p[P_INF_CODE], p[P_FNUZ], p[P_NAN_ZERO]
+    no_code = np.int64(1) << p[P_WIDTH]
+    for i in prange(bits.shape[0]):
+        rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
+        code = float_code_from_bits(
+            np.int64(bits[i]) & 0xFFFFFFFF, 23, 8, 0, m, emin, subnormals, max_code, emax_plus2,
+            sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, rbits, saturate, False, no_code,
+        )
+        out[i] = values_table[code]
+
+
+@njit(cache=True, parallel=True)
+def qdq_float32_nearest_even(bits, m, emin, max_code, sign_mask, fnuz, overflow_code, inf_code, nan_code, values_table, out):
+    """qdq_float32_bits for nearest-even rounding into a signed format, with the special cases precomputed.
+
+    The arithmetic of float_code_from_bits with mode=NEAREST_EVEN and
+    normalise=False, reduced to selects so that the loop vectorises (about
+    three times faster than the general kernel). The codes a finite overflow,
+    an Inf and a NaN input take are passed in for positive inputs
+    (`nan_code` = 2**width when the format has no NaN); the sign is added after.
+    """
+    emin_in = emin + 127
+    no_code = values_table.shape[0] - 1
+    for i in prange(bits.shape[0]):
+        b = np.int64(bits[i]) & 0xFFFFFFFF
+        a = b & 0x7FFFFFFF
+        exp_field = a >> 23
+        e_eff = exp_field if exp_field > 0 else 1
+        extra = emin_in - e_eff
+        if extra < 0:
+            extra = 0
+        shift = 23 - m + extra
+        if shift > 25:
+            shift = 25  # the significand is below 2**24, so it rounds to 0 from here on
+        sig = (a & 0x7FFFFF) | (np.int64(exp_field > 0) << 23)
+        q = sig >> shift
+        rem = sig - (q << shift)
+        half = np.int64(1) << (shift - 1)
+        q += (rem > half) | ((rem == half) & ((q & 1) == 1))
+        et_off = e_eff - emin_in
+        if et_off < 0:
+            et_off = 0
+        code = (et_off << m) + q
+        if code > max_code:
+            code = overflow_code
+        if exp_field == 0xFF:
+            code = inf_code if a == 0x7F800000 else nan_code
+        if b > 0x7FFFFFFF and code != no_code and (fnuz == 0 or code != 0):
+            code |= sign_mask
+        out[i] = values_table[code]
+
+
+@njit(cache=True, parallel=True)
+def qdq_float64_bits(bits, p, mode, seed, saturate, values_table, out):
+    """qdq_float32_bits for binary64 bit patterns (an int64 view)."""
+    m, emin, subnormals, max_code, emax_plus2 = p[P_MAN], p[P_EMIN], p[P_SUBNORMALS], p[P_MAX_CODE], p[P_EMAX_PLUS2]
+    sign_mask, nan_code, inf_code, fnuz, nan_zero = p[P_SIGN_MASK], p[P_NAN_CODE], p[P_INF_CODE], p[P_FNUZ], p[P_NAN_ZERO]
+    no_code = np.int64(1) << p[P_WIDTH]
+    for i in prange(bits.shape[0]):
+        rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
+        code = float_code_from_bits(
+            np.int64(bits[i]), 52, 11, 0, m, emin, subnormals, max_code, emax_plus2,
+            sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, rbits, saturate, False, no_code,
+        )
+        out[i] = values_table[code]
+
+
+@njit(cache=True, parallel=True)
+def encode_float32_bits(bits, p, mode, seed, saturate, codes):
+    """Codes of binary32 bit patterns (an int32 view) in a float element format."""
+    m, emin, subnormals, max_code, emax_plus2 = p[P_MAN], p[P_EMIN], p[P_SUBNORMALS], p[P_MAX_CODE], p[P_EMAX_PLUS2]
+    sign_mask, nan_code, inf_code, fnuz, nan_zero = p[P_SIGN_MASK], p[P_NAN_CODE], p[P_INF_CODE], p[P_FNUZ], p[P_NAN_ZERO]
+    no_code = np.int64(1) << p[P_WIDTH]
+    for i in prange(bits.shape[0]):
+        rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
+        code = float_code_from_bits(
+            np.int64(bits[i]) & 0xFFFFFFFF, 23, 8, 0, m, emin, subnormals, max_code, emax_plus2,
+            sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, rbits, saturate, False, no_code,
+        )
+        codes[i] = code & (no_code - 1)
+
+
+@njit(cache=True, parallel=True)
+def encode_float64_bits(bits, p, mode, seed, saturate, codes):
+    """encode_float32_bits for binary64 bit patterns (an int64 view)."""
+    m, emin, subnormals, max_code, emax_plus2 = p[P_MAN], p[P_EMIN], p[P_SUBNORMALS], p[P_MAX_CODE], p[P_EMAX_PLUS2]
+    sign_mask, nan_code, inf_code, fnuz, nan_zero = p[P_SIGN_MASK], p[P_NAN_CODE], p[P_INF_CODE], p[P_FNUZ], p[P_NAN_ZERO]
+    no_code = np.int64(1) << p[P_WIDTH]
+    for i in prange(bits.shape[0]):
+        rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
+        code = float_code_from_bits(
+            np.int64(bits[i]), 52, 11, 0, m, emin, subnormals, max_code, emax_plus2,
+            sign_mask, nan_code, inf_code, fnuz, nan_zero, mode, rbits, saturate, False, no_code,
+        )
+        codes[i] = code & (no_code - 1)
 
 
 @njit(cache=True, parallel=True)
 def encode_values(x, p, levels, mode, seed, saturate, codes, values_table, out):
-    """Encode float values into an element format with no scale (int, codebook or float from any input dtype)."""
+    """Encode float values into an element format with no scale (int, codebook, or float from any input dtype).
+
+    Writes codes (length 0 to skip) and values_table[code] (length 0 to skip).
+    A NaN input without a code is stored as code 0 with the value NaN.
+    """
     n = x.shape[0]
     write_codes = codes.shape[0] == n
     write_values = out.shape[0] == n
-    chunk = 16384
-    n_chunks = (n + chunk - 1) // chunk
-    missing = np.zeros(n_chunks, np.int64)
-    for c in prange(n_chunks):
-        start = c * chunk
-        stop = min(start + chunk, n)
-        for i in range(start, stop):
-            rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
-            code = encode_value(np.float64(x[i]), p, levels, mode, rbits, saturate)
-            if code < 0:
-                missing[c] += 1
-                if write_codes:
-                    codes[i] = 0
-                if write_values:
-                    out[i] = np.nan
-                continue
-            if write_codes:
-                codes[i] = code
-            if write_values:
-                out[i] = values_table[code]
-    return missing.sum()
+    no_code = np.int64(1) << p[P_WIDTH]
+    for i in prange(n):
+        rbits = random_bits(seed, i) if mode == STOCHASTIC else np.int64(0)
+        code = encode_value(np.float64(x[i]), p, levels, mode, rbits, saturate)
+        if write_codes:
+            codes[i] = code & (no_code - 1)
+        if write_values:
+            out[i] = values_table[code]
 
 
 @njit(cache=True)

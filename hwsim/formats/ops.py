@@ -186,18 +186,37 @@ def _run_element(array, fmt, mode, sat, seed, nan_to_zero, want_codes, want_valu
     codes = np.empty(n, code_dtype(fmt.width)) if (want_codes or wide) else _EMPTY_CODES
     out_dtype = array.dtype
     out = np.empty(n, out_dtype) if (want_values and not wide) else np.zeros(0, out_dtype)
-    table = values_table(fmt) if not wide else np.zeros(1)
-    if isinstance(fmt, FloatFormat) and flat.dtype in (np.float32, np.float64):
-        frac_bits, exp_bits = (23, 8) if flat.dtype == np.float32 else (52, 11)
-        bits = flat.view(np.int32 if flat.dtype == np.float32 else np.int64)
-        missing = k.encode_float_bits(bits, frac_bits, exp_bits, p, mode, seed, sat, codes, table, out)
+    table = values_table(fmt, out_dtype.type) if not wide else np.zeros(2, out_dtype)
+    if wide and not isinstance(fmt, FloatFormat):
+        raise ValueError(f"format {fmt.name}: element formats wider than 16 bits must be floats")
+    fast = isinstance(fmt, FloatFormat) and (
+        (flat.dtype == np.float32 and fmt.emin >= -126) or (flat.dtype == np.float64 and fmt.emin >= -1022)
+    )
+    if fast:
+        # Bit-level kernels; they skip normalising subnormal inputs, which is
+        # exact when the format's smallest normal is at or above the input's.
+        if flat.dtype == np.float32:
+            bits = flat.view(np.int32)
+            encode_kernel, qdq_kernel = k.encode_float32_bits, k.qdq_float32_bits
+        else:
+            bits = flat.view(np.int64)
+            encode_kernel, qdq_kernel = k.encode_float64_bits, k.qdq_float64_bits
+        if want_codes or wide:
+            encode_kernel(bits, p, mode, seed, sat, codes)
+        if want_values and not wide:
+            if flat.dtype == np.float32 and mode == k.NEAREST_EVEN and fmt.signed and not nan_to_zero:
+                _qdq_float32_nearest_even(bits, fmt, sat, table, out)
+            else:
+                qdq_kernel(bits, p, mode, seed, sat, table, out)
     else:
-        missing = k.encode_values(flat, p, levels_of(fmt), mode, seed, sat, codes, table, out)
-    if missing and want_codes:
-        raise ValueError(
-            f"{missing} NaN input(s) have no code in {fmt.name}, which has no NaN; "
-            f"pass nan_to_zero=True to map NaN to a zero as ml_dtypes does, or remove the NaN first"
-        )
+        k.encode_values(flat, p, levels_of(fmt), mode, seed, sat, codes, table, out)
+    if want_codes and not fmt.has_nan and not nan_to_zero:
+        missing = int(np.count_nonzero(np.isnan(flat)))
+        if missing:
+            raise ValueError(
+                f"{missing} NaN input(s) have no code in {fmt.name}, which has no NaN; "
+                f"pass nan_to_zero=True to map NaN to a zero as ml_dtypes does, or remove the NaN first"
+            )
     if wide and want_values:
         out = codes.view(np.float32).astype(out_dtype)
     values = out.reshape(array.shape) if want_values else None
@@ -205,3 +224,22 @@ def _run_element(array, fmt, mode, sat, seed, nan_to_zero, want_codes, want_valu
     if want_codes:
         encoded = Encoded(fmt=fmt, shape=tuple(array.shape), axis=-1, codes=codes.reshape(array.shape))
     return values, encoded
+
+
+def _qdq_float32_nearest_even(bits, fmt: FloatFormat, saturate: int, table, out) -> None:
+    """Run the vectorised nearest-even kernel, with the codes of overflow, Inf and NaN worked out here."""
+    no_code = 2**fmt.width
+    nan_code = fmt.nan_code if fmt.has_nan else no_code
+    if saturate or not fmt.has_nan:
+        overflow_code = fmt.max_magnitude_code
+    else:
+        overflow_code = fmt.inf_code if fmt.has_inf else nan_code
+    if fmt.has_inf and not saturate:
+        inf_code = fmt.inf_code
+    else:
+        inf_code = overflow_code
+    fnuz = int(fmt.special == "fnuz")
+    k.qdq_float32_nearest_even(
+        bits, fmt.mantissa_bits, fmt.emin, fmt.max_magnitude_code, fmt.sign_mask, fnuz,
+        overflow_code, inf_code, nan_code, table, out,
+    )

@@ -69,9 +69,14 @@ def levels_of(fmt) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def values_table(fmt) -> np.ndarray:
-    """Decoded value of every code, float64, read-only; for elements of 16 bits or fewer."""
-    table = np.array(fmt.values, dtype=np.float64)
+def values_table(fmt, dtype=np.float64) -> np.ndarray:
+    """Decoded value of every code in `dtype`, read-only; for elements of 16 bits or fewer.
+
+    One extra entry, index 2**width, is NaN: kernels store it for a NaN
+    input into a format that has no NaN code. Every value of a format of 16
+    bits or fewer is exact in float32, so a float32 table loses nothing.
+    """
+    table = np.append(np.array(fmt.values, dtype=np.float64), np.nan).astype(dtype)
     table.setflags(write=False)
     return table
 

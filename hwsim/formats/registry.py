@@ -174,3 +174,15 @@ NF4_LEVELS = (
 )
 NF4_ELEMENT = register("nf4_element", CodebookFormat(NF4_LEVELS, name="nf4_element"), "NormalFloat4 levels, normalised to [-1, 1]")
 register("nf4", ScaledFormat(NF4_ELEMENT, FP32, "block", 64, "amax", name="nf4"), "NF4 codebook, FP32 absmax per 64 (bitsandbytes)")
+
+# BlockDialect (Jang and Tambe, ICML 2025, arXiv:2501.01144): each block of 32
+# picks one of 16 FP4 dialects and stores a 4-bit dialect index beside its E8M0
+# scale, 4 + (8 + 4)/32 = 4.375 bits per element. hwsim.formats.dialect documents
+# the book and the selection rule, and which parts are reconstructed.
+from hwsim.formats.dialect import DIALECTFP4_BOOK  # noqa: E402
+
+register(
+    "blockdialect",
+    DialectFormat(DIALECTFP4_BOOK, E8M0, 32, name="blockdialect"),
+    "BlockDialect (Jang and Tambe, ICML 2025): 16 DialectFP4 dialects chosen per 32, E8M0 scale (book reconstructed)",
+)
