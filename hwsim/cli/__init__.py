@@ -17,6 +17,8 @@ from hwsim import __version__
 # Modules that define subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES = [
     "hwsim.cli.formats_cmd",
+    "hwsim.cli.models_cmd",
+    "hwsim.cli.accelerators_cmd",
 ]
 
 log = logging.getLogger(__name__)
