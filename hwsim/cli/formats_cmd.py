@@ -87,7 +87,7 @@ def summary(fmt) -> dict:
 
 
 def code_table(fmt) -> pd.DataFrame:
-    """Every code of the element format with its value and class (zero, subnormal, normal, Inf, NaN)."""
+    """Build the table of every element code with its value and class (zero, subnormal, normal, Inf, NaN)."""
     element = fmt.element if isinstance(fmt, (ScaledFormat, DialectFormat)) else fmt
     if element.width > 16:
         raise ValueError(f"format {fmt.name} has 2**{element.width} codes; `show` prints tables of 16-bit formats or narrower")
@@ -186,14 +186,14 @@ def _load_tensors(args: argparse.Namespace) -> dict:
 
         tensors = load_file(args.tensor)
         if not args.name:
-            raise ValueError(f"{args.tensor} holds {len(tensors)} tensors: choose with --name, for example --name {next(iter(tensors))}")
+            raise ValueError(f"{args.tensor} contains {len(tensors)} tensors: choose one with --name, for example --name {next(iter(tensors))}")
         names = args.name
         source = args.tensor
     else:
         raise ValueError(f"unsupported tensor file {args.tensor!r}: pass a .npy or .safetensors file")
     missing = [name for name in names if name not in tensors]
     if missing:
-        raise KeyError(f"tensor {missing[0]!r} not found in {source}; some of the names it holds: {', '.join(sorted(tensors)[:8])}")
+        raise KeyError(f"tensor {missing[0]!r} not found in {source}; it contains, among others: {', '.join(sorted(tensors)[:8])}")
     return {name: tensors[name] for name in names}, source
 
 
@@ -209,9 +209,8 @@ def report_formats(args: argparse.Namespace) -> int:
         table.insert(0, "tensor", tensor_name)
         tables.append(table)
         print(f"\n{tensor_name}: shape {tuple(tensor.shape)}, {tensor.dtype}, groups along axis {args.axis}")
-        shown = table.drop(columns="tensor")
         with pd.option_context("display.float_format", lambda v: f"{v:.4g}", "display.width", 200):
-            print(shown.to_string(index=False))
+            print(table.drop(columns="tensor").to_string(index=False))
     if args.csv:
         pd.concat(tables).to_csv(args.csv, index=False)
         print(f"\nwrote {args.csv}")

@@ -36,10 +36,10 @@ as if padded with zeros):
 4. Each element rounds to the chosen dialect in the requested rounding mode.
 
 NOTE: steps 1 to 3 are a reconstruction, after the same repository's account
-of the paper's section 3.2 (the shared exponent is floor(log2(amax)) - 2, stage
-1 picks the pair from the block max, stage 2 counts elements in each dialect's
-beneficial range, such as [4.5, 5.75) for the pair with maximum 6.5). The
-tie rules are ours. That account also says the paper first rounds scaled
+of the paper's section 3.2. By that account the shared exponent is
+floor(log2(amax)) - 2, stage 1 picks the pair from the block max, and stage 2
+counts elements in each dialect's beneficial range, such as [4.5, 5.75) for
+the pair with maximum 6.5. The tie rules are ours. That account also says the paper first rounds scaled
 magnitudes to a 5-bit intermediate with 0.25 steps, whereas this kernel
 rounds each element once, directly to the dialect.
 

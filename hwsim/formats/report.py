@@ -1,4 +1,4 @@
-"""What a format does to a real tensor: error and storage per format, as a table."""
+"""Error tables: what each format does to a real tensor, and what it costs to store."""
 
 from __future__ import annotations
 
@@ -15,23 +15,28 @@ DEFAULT_FORMATS = (
 
 
 def error_table(x: np.ndarray, formats=DEFAULT_FORMATS, *, axis: int = -1) -> pd.DataFrame:
-    """qdq `x` into each format and measure the error against x.
+    """Measure the error of qdq(x) in each format against x.
 
     Columns: format, bits_per_element (scale overhead included), storage_bytes
-    for this tensor, mse, sqnr_db (10 log10 of signal power over error power;
-    inf when the error is zero), max_abs_error and relative_rms_error.
+    for this tensor, mse, sqnr_db, max_abs_error and relative_rms_error.
+    sqnr_db is 10 log10(signal power / error power), and it is inf when the
+    error is zero.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         raise ValueError("the tensor is empty: pass a tensor with at least one element")
     if not np.isfinite(x).all():
-        raise ValueError("the tensor holds NaN or Inf: an error table needs finite values")
+        raise ValueError("the tensor contains NaN or Inf: an error table needs finite values; remove them first")
     signal = float(np.mean(x.astype(np.float64) ** 2))
     rows = []
     for name in formats:
         fmt = get(name)
         error = qdq(x, fmt, axis=axis).astype(np.float64) - x
         mse = float(np.mean(error**2))
+        if signal > 0:
+            relative_rms = float(np.sqrt(mse / signal))
+        else:
+            relative_rms = 0.0 if mse == 0 else float("inf")
         rows.append(
             {
                 "format": fmt.name,
@@ -40,7 +45,7 @@ def error_table(x: np.ndarray, formats=DEFAULT_FORMATS, *, axis: int = -1) -> pd
                 "mse": mse,
                 "sqnr_db": 10 * np.log10(signal / mse) if mse > 0 else float("inf"),
                 "max_abs_error": float(np.max(np.abs(error))),
-                "relative_rms_error": float(np.sqrt(mse / signal)) if signal > 0 else (0.0 if mse == 0 else float("inf")),
+                "relative_rms_error": relative_rms,
             }
         )
     return pd.DataFrame(rows)
