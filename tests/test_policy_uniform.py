@@ -103,3 +103,33 @@ def test_policy_is_frozen():
 
     with pytest.raises(AttributeError):
         policy.weight = "int4_g128"
+
+
+@pytest.mark.parametrize("text", ["w4a16", "w8a8kv8", "w=mxfp4,a=mxfp8_e4m3,kv=fp8_e4m3"])
+def test_to_policy_keeps_formats(text):
+    uniform = UniformPolicy.parse(text)
+    policy = uniform.to_policy()
+
+    tensors = [
+        TensorSpec("layers.*.self_attn.q_proj.weight", "weight", (4096, 4096), parameter_kind="linear"),
+        TensorSpec("lm_head.weight", "weight", (32000, 4096), parameter_kind="lm_head"),
+        TensorSpec("x", "activation", (1, 4096)),
+        TensorSpec("y", "output", (1, 4096), "write"),
+        TensorSpec("key_cache", "kv_cache", (1, 8, 10, 128)),
+        TensorSpec("value_cache", "kv_cache", (1, 8, 10, 128)),
+    ]
+    for tensor in tensors:
+        assert policy.format_for(tensor) == uniform.format_for(tensor), tensor.name
+    assert policy.name == uniform.label
+
+
+def test_quantizer_for_transformers_names():
+    uniform = UniformPolicy.parse("w4a8kv4")
+
+    assert uniform.quantizer_for("model.layers.3.self_attn.q_proj", "weight").format == "int4_g128"
+    assert uniform.quantizer_for("model.layers.3.self_attn.q_proj", "input").format == "int8_token"
+    assert uniform.quantizer_for("model.layers.3.self_attn", "kv_cache").format == "int4_token"
+    # The LM head stays in full precision, as format_for keeps it fp16.
+    assert uniform.quantizer_for("lm_head", "weight") is None
+    assert uniform.is_layer_uniform()
+    assert uniform.format_for(TensorSpec("x", "activation", (1, 8)), layer_index=3) == "int8_token"

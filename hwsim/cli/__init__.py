@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "hwsim.cli.formats_cmd",
     "hwsim.cli.models_cmd",
     "hwsim.cli.accelerators_cmd",
+    "hwsim.cli.policies_cmd",
 ]
 
 log = logging.getLogger(__name__)

@@ -96,8 +96,25 @@ class UniformPolicy:
     def __str__(self) -> str:
         return self.label
 
-    def format_for(self, tensor) -> str:
-        """Return the format name for a tensor with `role` and, for weights, `parameter_kind` attributes."""
+    def to_policy(self, name: str | None = None):
+        """Return the rule-based `Policy` with the same formats (`Policy.from_uniform`)."""
+        from hwsim.policy.policy import Policy
+
+        return Policy.from_uniform(self, name)
+
+    def quantizer_for(self, layer_name: str, role: str, *, layer_index: int | None = None, op_kind: str | None = None, parameter_kind: str | None = None):
+        """Return the quantizer of one tensor, as `Policy.quantizer_for` does for `to_policy()`."""
+        return self.to_policy().quantizer_for(layer_name, role, layer_index=layer_index, op_kind=op_kind, parameter_kind=parameter_kind)
+
+    def is_layer_uniform(self) -> bool:
+        """Always True: a uniform policy gives every layer the same formats."""
+        return True
+
+    def format_for(self, tensor, *, layer_index: int | None = None, op=None) -> str:
+        """Return the format name for a tensor with `role` and, for weights, `parameter_kind` attributes.
+
+        layer_index and op are accepted for the interface that `Policy` shares, and ignored.
+        """
         role = tensor.role
         if role == "weight":
             if tensor.parameter_kind in QUANTIZED_PARAMETER_KINDS:
