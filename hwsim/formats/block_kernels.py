@@ -135,8 +135,10 @@ def encode_pow2_blocks(
             if write_values:
                 out2[r, i] = math.ldexp(values_table[code], s)
         if write_codes:
+            # Padding gets the code of 0.0, which is not code 0 in a codebook.
+            pad_code = codebook_code(0.0, levels, NEAREST_EVEN, np.int64(0)) if kind == KIND_CODEBOOK else 0
             for i in range(stop, start + block):
-                codes2[r, i] = 0
+                codes2[r, i] = pad_code
     return nan_blocks.sum()
 
 
@@ -155,18 +157,20 @@ def round_to_integer(v, mode, rbits):
 
 @njit(cache=True, parallel=True)
 def encode_amax_groups(
-    x2, block, p, levels, scale_p, scale_min, scale_max, tensor_scale, elem_max,
+    x2, block, p, levels, scale_p, scale_max, tensor_scale, elem_max,
     static_amax, asymmetric, compute_f32, mode, seed, saturate,
     codes2, scale_codes, zero_points, values_table, out2,
 ):
     """Encode rows of x2 into groups scaled by amax / elem_max (or (max - min) / qmax when asymmetric).
 
-    The scale is amax / elem_max * tensor_scale, clamped to [scale_min, scale_max]
-    and rounded to nearest-even into the scale format (NVFP4: UE4M3, with the FP32
-    per-tensor scale g = 448 * 6 / amax_tensor as `tensor_scale`; 1 otherwise).
-    Elements are x / (scale / tensor_scale). static_amax > 0 replaces each group's
-    amax. A group holding NaN or Inf gets the scale's NaN code and decodes to NaN.
-    Returns the count of such NaN groups.
+    The scale is amax / elem_max * tensor_scale, capped at scale_max and rounded
+    to nearest-even into the scale format (NVFP4: UE4M3, with the FP32 per-tensor
+    scale g = 448 * 6 / amax_tensor as `tensor_scale`; 1 otherwise).
+    Elements are x / (scale / tensor_scale). A scale that rounds to zero makes
+    the group zeros, as NVIDIA Transformer Engine's NVFP4 quantizer does (it
+    multiplies by an encode factor of 0). Padding gets the code of 0.0.
+    static_amax > 0 replaces each group's amax. A group holding NaN or Inf gets
+    the scale's NaN code and decodes to NaN. Returns the count of such NaN groups.
     """
     rows, length = x2.shape
     n_blocks = (length + block - 1) // block
@@ -218,7 +222,7 @@ def encode_amax_groups(
             raw = (np.float32(hi) - np.float32(lo)) / np.float32(qmax)
         else:
             raw = np.float32(amax) / np.float32(elem_max) * g32
-        raw64 = min(max(np.float64(raw), scale_min), scale_max)
+        raw64 = min(np.float64(raw), scale_max)
         scale_code = encode_value(raw64, scale_p, levels, NEAREST_EVEN, np.int64(0), 1)
         scale_codes[r, j] = scale_code
         # The divisor is scale / tensor_scale in float32 for every input dtype,
@@ -226,15 +230,19 @@ def encode_amax_groups(
         scale32 = np.float32(decode_float_magnitude(scale_code, scale_p))
         divisor32 = scale32 / g32
         divisor64 = np.float64(divisor32)
+        zero_group = divisor32 == 0.0
         zp = np.int64(0)
-        if asymmetric:
+        if asymmetric and not zero_group:
             zp = round_to_integer(np.float64(-np.float32(lo) / scale32), NEAREST_EVEN, np.int64(0))
             zp = min(max(zp, np.int64(0)), qmax)
+        if asymmetric:
             zero_points[r, j] = zp
         for i in range(start, stop):
             flat = r * length + i
             rbits = random_bits(seed, flat) if mode == STOCHASTIC else np.int64(0)
-            if compute_f32:
+            if zero_group:
+                v = np.float64(x2[r, i]) * 0.0  # keeps the sign of x, as x * 0 does
+            elif compute_f32:
                 v = np.float64(np.float32(x2[r, i]) / divisor32)
             else:
                 v = np.float64(x2[r, i]) / divisor64
@@ -250,6 +258,7 @@ def encode_amax_groups(
             if write_values:
                 out2[r, i] = value
         if write_codes:
+            pad_code = zp if asymmetric else encode_value(0.0, p, levels, NEAREST_EVEN, np.int64(0), saturate)
             for i in range(stop, start + block):
-                codes2[r, i] = 0
+                codes2[r, i] = pad_code
     return nan_groups.sum()

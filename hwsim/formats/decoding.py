@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwsim.formats.params import values_table
-from hwsim.formats.spec import DialectFormat, ScaledFormat
+from hwsim.formats.spec import DialectFormat, FloatFormat, ScaledFormat
 
 
 def decode_encoded(encoded, dtype: np.dtype) -> np.ndarray:
@@ -22,17 +22,50 @@ def decode_encoded(encoded, dtype: np.dtype) -> np.ndarray:
 
 
 def code_values(fmt, codes: np.ndarray) -> np.ndarray:
-    """float64 value of each code of an element format; 32-bit floats are read as binary32 bit patterns."""
+    """float64 value of each code of an element format; formats wider than 16 bits are decoded from their fields."""
     if fmt.width > 16:
-        return codes.astype(np.uint32).view(np.float32).astype(np.float64)
+        if _is_binary32(fmt):
+            return codes.astype(np.uint32).view(np.float32).astype(np.float64)
+        return float_code_values(fmt, codes)
     return values_table(fmt)[codes]
+
+
+def _is_binary32(fmt: FloatFormat) -> bool:
+    fields = (fmt.exponent_bits, fmt.mantissa_bits, fmt.bias, fmt.special, fmt.signed, fmt.subnormals)
+    return fields == (8, 23, 127, "ieee", True, True)
+
+
+def float_code_values(fmt: FloatFormat, codes: np.ndarray) -> np.ndarray:
+    """float64 value of each code of a float format of up to 32 bits, from its sign, exponent and mantissa fields."""
+    c = np.asarray(codes).astype(np.int64)
+    m = fmt.mantissa_bits
+    magnitude = c & ((1 << (fmt.exponent_bits + m)) - 1)
+    exponent_field = magnitude >> m
+    significand = magnitude & ((1 << m) - 1)
+    if fmt.subnormals:
+        normal = exponent_field > 0
+        significand = np.where(normal, significand | (1 << m), significand)
+        exponent = np.where(normal, exponent_field, 1) - fmt.bias - m
+    else:
+        significand = significand | (1 << m)
+        exponent = exponent_field - fmt.bias - m
+    values = np.ldexp(significand.astype(np.float64), exponent.astype(np.int32))
+    special = magnitude > fmt.max_magnitude_code
+    values = np.where(special, np.where(magnitude == fmt.inf_code, np.inf, np.nan), values)
+    if fmt.signed:
+        values = np.where((c & fmt.sign_mask) != 0, -values, values)
+    if fmt.special == "fnuz":
+        values = np.where(c == fmt.sign_mask, np.nan, values)
+    return values
 
 
 def _decode_scaled(encoded, dtype: np.dtype) -> np.ndarray:
     fmt: ScaledFormat = encoded.fmt
     group = encoded.info["group_size"]
     moved_shape = encoded.info["moved_shape"]
-    length = moved_shape[-1] if moved_shape else 1
+    # Elements per row of codes: the axis length, or the whole tensor when a
+    # per-tensor group was flattened into one row.
+    length = encoded.info.get("row_length", moved_shape[-1] if moved_shape else 1)
     codes = encoded.codes
     rows, padded = codes.shape
     n_blocks = encoded.scale_codes.shape[1]

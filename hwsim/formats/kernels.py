@@ -46,9 +46,10 @@ P_CODE_MIN = 9  # int: smallest integer value
 P_CODE_MAX = 10  # int: largest integer value
 P_FRAC = 11  # int: fraction bits of the fixed point
 P_WIDTH = 12  # code width in bits
-P_NAN_ZERO = 13  # 1: a NaN input without a NaN code becomes the zero of opposite sign (ml_dtypes)
+P_NAN_ZERO = 13  # 1: a NaN input without a NaN code encodes as a zero (floats: of opposite sign, as ml_dtypes does)
 P_EMAX_PLUS2 = 14  # float: exponent above which every value overflows
-N_PARAMS = 15
+P_FLUSH = 15  # float: 1 when a result that rounds to a subnormal becomes zero of the same sign
+N_PARAMS = 16
 
 # Sentinel magnitude code for "overflowed".
 _OVERFLOW = np.int64(1) << np.int64(62)
@@ -218,7 +219,13 @@ def finish_code(cls, negative, magnitude, max_code, sign_mask, nan_code, inf_cod
 
 @njit(cache=True, inline="always")
 def finish_float_code(cls, negative, magnitude, p, mode, saturate):
-    """finish_code with the parameters read from an element parameter vector."""
+    """finish_code with the parameters read from an element parameter vector, after flush-to-zero.
+
+    Flushing happens after rounding: a finite input whose rounded magnitude
+    code is subnormal (exponent field 0, mantissa not 0) becomes zero.
+    """
+    if p[P_FLUSH] == 1 and p[P_SUBNORMALS] == 1 and cls == 1 and 0 < magnitude < (np.int64(1) << p[P_MAN]):
+        magnitude = np.int64(0)
     return finish_code(
         cls, negative, magnitude, p[P_MAX_CODE], p[P_SIGN_MASK], p[P_NAN_CODE], p[P_INF_CODE],
         p[P_FNUZ], p[P_NAN_ZERO], mode, saturate, np.int64(1) << p[P_WIDTH],
@@ -369,16 +376,23 @@ def codebook_code(v, levels, mode, rbits):
 
 @njit(cache=True, inline="always")
 def encode_value(v, p, levels, mode, rbits, saturate):
-    """Element code of a float64 value; 2**width when the value has no code (NaN into a format without NaN)."""
+    """Element code of a float64 value; 2**width when the value has no code (NaN into a format without NaN).
+
+    With P_NAN_ZERO set, a NaN into an integer or codebook format encodes as 0.0 does.
+    """
     kind = p[P_KIND]
     if kind == KIND_CODEBOOK:
         if math.isnan(v):
-            return np.int64(1) << p[P_WIDTH]
+            if p[P_NAN_ZERO] == 0:
+                return np.int64(1) << p[P_WIDTH]
+            v = 0.0
         return np.int64(codebook_code(v, levels, mode, rbits))
     cls, negative, sig, exp2, e = decompose_value(v)
     if kind == KIND_INT:
         if cls == 3:
-            return np.int64(1) << p[P_WIDTH]
+            if p[P_NAN_ZERO] == 0:
+                return np.int64(1) << p[P_WIDTH]
+            cls = 0
         q = int_code(cls, negative, sig, exp2, p, mode, rbits)
         return q & ((np.int64(1) << p[P_WIDTH]) - 1)
     magnitude = np.int64(0)

@@ -15,6 +15,7 @@ import numpy as np
 
 from hwsim.formats import block_kernels as bk
 from hwsim.formats import kernels as k
+from hwsim.formats.decoding import code_values
 from hwsim.formats.params import code_dtype, element_params, levels_of, rounding_mode, values_table
 from hwsim.formats.registry import get
 from hwsim.formats.spec import DialectFormat, FloatFormat, Format, ScaledFormat
@@ -33,7 +34,8 @@ class Encoded:
         formats keep the input shape. Scaled formats move the quantization
         axis last, flatten the other axes into rows and pad each row to
         whole groups: shape (rows, groups * group_size), where rows is 1 for
-        a per-tensor power-of-two scale.
+        a per-tensor power-of-two scale or a per-tensor asymmetric integer.
+        Padding contains the code of 0.0 (the zero point for asymmetric integers).
     scale_codes: one code per group in the scale format, shape (rows,
         groups); None for element formats.
     zero_points: per-group zero points for asymmetric integers, else None.
@@ -115,25 +117,35 @@ def _check_rounding_and_saturate(fmt, rounding, saturate):
     return mode, int(bool(saturate))
 
 
-def qdq(x, fmt, *, axis: int = -1, rounding: str = "nearest_even", saturate: bool | None = None, seed: int | None = None, amax: float | None = None, nan_to_zero: bool = False):
+def qdq(
+    x, fmt, *, axis: int = -1, rounding: str = "nearest_even", saturate: bool | None = None, seed: int | None = None,
+    amax: float | None = None, nan_to_zero: bool = False, flush_to_zero: bool = False,
+):
     """Quantize x to `fmt` and dequantize it back, in one pass.
 
     axis: the axis that groups and blocks run along (the reduction axis K of a matmul).
     rounding: nearest_even, nearest_away, toward_zero or stochastic (needs `seed` to reproduce).
     saturate: clamp overflow to the max normal; None takes the format's default
         (scaled formats saturate; element formats overflow to Inf or NaN where they have them).
-    amax: a static amax from calibration, for the amax scale rule.
+    amax: a static amax from calibration, for the amax and static scale rules. With a
+        second-level tensor scale (NVFP4) it sets that scale only; blocks keep their own amax.
     nan_to_zero: for formats without a NaN code, map NaN to the zero of opposite sign,
-        as ml_dtypes does; by default such NaN inputs come out NaN.
+        as ml_dtypes does (integers and codebooks: to the code of 0); by default such
+        NaN inputs come out NaN.
+    flush_to_zero: float elements whose rounded result is subnormal become zero of
+        the same sign (flushing after rounding); no effect on integer and codebook elements.
     Returns the same type, shape and dtype as x.
     """
     fmt = get(fmt)
     array, restore = _as_numpy(x)
-    result = _run(array, fmt, axis, rounding, saturate, seed, amax, nan_to_zero, want_codes=False, want_values=True)[0]
+    result = _run(array, fmt, axis, rounding, saturate, seed, amax, nan_to_zero, flush_to_zero, want_codes=False, want_values=True)[0]
     return restore(result)
 
 
-def encode(x, fmt, *, axis: int = -1, rounding: str = "nearest_even", saturate: bool | None = None, seed: int | None = None, amax: float | None = None, nan_to_zero: bool = False) -> Encoded:
+def encode(
+    x, fmt, *, axis: int = -1, rounding: str = "nearest_even", saturate: bool | None = None, seed: int | None = None,
+    amax: float | None = None, nan_to_zero: bool = False, flush_to_zero: bool = False,
+) -> Encoded:
     """Encode x into codes of `fmt`; the options are those of `qdq`.
 
     Raises ValueError when x holds NaN and the format has no NaN code
@@ -141,7 +153,7 @@ def encode(x, fmt, *, axis: int = -1, rounding: str = "nearest_even", saturate: 
     """
     fmt = get(fmt)
     array, _ = _as_numpy(x)
-    encoded = _run(array, fmt, axis, rounding, saturate, seed, amax, nan_to_zero, want_codes=True, want_values=False)[1]
+    encoded = _run(array, fmt, axis, rounding, saturate, seed, amax, nan_to_zero, flush_to_zero, want_codes=True, want_values=False)[1]
     return encoded
 
 
@@ -160,7 +172,7 @@ def _normalise_axis(axis: int, ndim: int) -> int:
     return int(axis) % ndim
 
 
-def _run(array, fmt, axis, rounding, saturate, seed, amax, nan_to_zero, *, want_codes, want_values):
+def _run(array, fmt, axis, rounding, saturate, seed, amax, nan_to_zero, flush_to_zero, *, want_codes, want_values):
     mode, sat = _check_rounding_and_saturate(fmt, rounding, saturate)
     seed = _resolve_seed(seed, mode)
     if amax is not None and (not np.isfinite(amax) or amax <= 0):
@@ -168,20 +180,21 @@ def _run(array, fmt, axis, rounding, saturate, seed, amax, nan_to_zero, *, want_
     if isinstance(fmt, ScaledFormat):
         from hwsim.formats.scaled import run_scaled
 
-        return run_scaled(array, fmt, _normalise_axis(axis, array.ndim), mode, sat, seed, amax, want_codes, want_values)
+        return run_scaled(array, fmt, _normalise_axis(axis, array.ndim), mode, sat, seed, amax, want_codes, want_values, bool(flush_to_zero))
     if isinstance(fmt, DialectFormat):
         from hwsim.formats.dialect import run_dialect
 
         return run_dialect(array, fmt, _normalise_axis(axis, array.ndim), mode, sat, seed, want_codes, want_values)
     if amax is not None:
         raise ValueError(f"amax applies to scaled formats; {fmt.name} is an element format without a scale")
-    return _run_element(array, fmt, mode, sat, seed, nan_to_zero, want_codes, want_values)
+    return _run_element(array, fmt, mode, sat, seed, nan_to_zero, flush_to_zero, want_codes, want_values)
 
 
-def _run_element(array, fmt, mode, sat, seed, nan_to_zero, want_codes, want_values):
+def _run_element(array, fmt, mode, sat, seed, nan_to_zero, flush_to_zero, want_codes, want_values):
     flat = np.ascontiguousarray(array).reshape(-1)
     n = flat.shape[0]
-    p = element_params(fmt, bool(nan_to_zero))
+    flush = bool(flush_to_zero) and isinstance(fmt, FloatFormat) and fmt.subnormals
+    p = element_params(fmt, bool(nan_to_zero), flush)
     wide = fmt.width > 16
     codes = np.empty(n, code_dtype(fmt.width)) if (want_codes or wide) else _EMPTY_CODES
     out_dtype = array.dtype
@@ -189,7 +202,7 @@ def _run_element(array, fmt, mode, sat, seed, nan_to_zero, want_codes, want_valu
     table = values_table(fmt, out_dtype.type) if not wide else np.zeros(2, out_dtype)
     if wide and not isinstance(fmt, FloatFormat):
         raise ValueError(f"format {fmt.name}: element formats wider than 16 bits must be floats")
-    fast = isinstance(fmt, FloatFormat) and (
+    fast = isinstance(fmt, FloatFormat) and not flush and (
         (flat.dtype == np.float32 and fmt.emin >= -126) or (flat.dtype == np.float64 and fmt.emin >= -1022)
     )
     if fast:
@@ -218,7 +231,7 @@ def _run_element(array, fmt, mode, sat, seed, nan_to_zero, want_codes, want_valu
                 f"pass nan_to_zero=True to map NaN to a zero as ml_dtypes does, or remove the NaN first"
             )
     if wide and want_values:
-        out = codes.view(np.float32).astype(out_dtype)
+        out = code_values(fmt, codes).astype(out_dtype)
     values = out.reshape(array.shape) if want_values else None
     encoded = None
     if want_codes:

@@ -25,7 +25,7 @@ def rounding_mode(name: str) -> int:
 
 
 @lru_cache(maxsize=None)
-def element_params(fmt, nan_to_zero: bool = False) -> np.ndarray:
+def element_params(fmt, nan_to_zero: bool = False, flush_to_zero: bool = False) -> np.ndarray:
     """int64 parameter vector of an element format (see the P_* indices in kernels)."""
     p = np.zeros(k.N_PARAMS, dtype=np.int64)
     p[k.P_WIDTH] = fmt.width
@@ -42,6 +42,7 @@ def element_params(fmt, nan_to_zero: bool = False) -> np.ndarray:
         p[k.P_NAN_CODE] = fmt.nan_code
         p[k.P_INF_CODE] = fmt.inf_code
         p[k.P_FNUZ] = int(fmt.special == "fnuz")
+        p[k.P_FLUSH] = int(flush_to_zero)
         # Any value with floor(log2) above emax + 1 overflows even after rounding.
         p[k.P_EMAX_PLUS2] = fmt.emax + 1
     elif isinstance(fmt, IntFormat):

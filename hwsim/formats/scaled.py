@@ -23,14 +23,19 @@ def group_layout(fmt: ScaledFormat, length: int) -> int:
 
 
 def tensor_scale_value(fmt: ScaledFormat, finite_amax: float) -> float:
-    """Second-level scale g = scale max * element max / amax_tensor, in float32 (1 for an all-zero tensor).
+    """Second-level scale g = scale max * element max / amax_tensor, in float32.
 
     For NVFP4 this is 448 * 6 / amax, the per-tensor scale of NVIDIA's recipe.
+    As in Transformer Engine, g is capped at the largest float32 (a tiny amax
+    would overflow it) and is 1 when amax is 0 or g underflows to 0.
     """
     if finite_amax == 0.0:
         return 1.0
     numerator = np.float32(fmt.scale.max_normal) * np.float32(fmt.element.max_normal)
-    return float(numerator / np.float32(finite_amax))
+    with np.errstate(over="ignore"):
+        g = numerator / np.float32(finite_amax)
+    g = min(g, np.finfo(np.float32).max)
+    return float(g) if g > 0 else 1.0
 
 
 def finite_amax(array: np.ndarray) -> float:
@@ -41,7 +46,7 @@ def finite_amax(array: np.ndarray) -> float:
     return float(magnitude[finite].max()) if finite.any() else 0.0
 
 
-def run_scaled(array, fmt: ScaledFormat, axis, mode, saturate, seed, amax, want_codes, want_values):
+def run_scaled(array, fmt: ScaledFormat, axis, mode, saturate, seed, amax, want_codes, want_values, flush_to_zero=False):
     from hwsim.formats.ops import Encoded
 
     moved = np.moveaxis(array, axis, -1) if array.ndim else array.reshape(1)
@@ -57,22 +62,28 @@ def run_scaled(array, fmt: ScaledFormat, axis, mode, saturate, seed, amax, want_
         static_amax = float(amax)
     elif fmt.scale_rule == "static":
         raise ValueError(f"format {fmt.name} uses scale_rule='static': pass amax= from calibration")
+    element = fmt.element
+    asymmetric = bool(getattr(element, "asymmetric", False))
+    # With a per-tensor second-level scale (NVFP4), a calibration amax sets that
+    # scale only; each block still takes its own amax.
+    group_amax = 0.0 if fmt.tensor_scale is not None else static_amax
     if fmt.granularity == "tensor":
-        # One group for the whole tensor: compute its amax once, then scale rows in parallel.
         block = max(length, 1)
-        if static_amax == 0.0 and fmt.scale_rule == "amax":
-            static_amax = finite_amax(x2)
-        if fmt.scale_rule in ("ocp", "ceil"):
+        if fmt.scale_rule in ("ocp", "ceil") or (asymmetric and group_amax == 0.0):
+            # The kernel finds the exponent, or the min and max, of the one group itself.
             x2 = x2.reshape(1, -1)
             block = max(x2.shape[1], 1)
+        elif group_amax == 0.0:
+            # One group for the whole tensor: compute its amax once, then scale rows in parallel.
+            group_amax = finite_amax(x2)
     else:
         block = group_layout(fmt, length)
     n_rows, n_len = x2.shape
     n_blocks = -(-n_len // block) if n_len else 0
     padded = n_blocks * block
 
-    element = fmt.element
-    p = element_params(element)
+    flush = bool(flush_to_zero) and isinstance(element, FloatFormat) and element.subnormals
+    p = element_params(element, False, flush)
     levels = levels_of(element)
     table = values_table(element)
     codes2 = np.empty((n_rows, padded), code_dtype(element.width)) if want_codes else _EMPTY_2D
@@ -81,7 +92,7 @@ def run_scaled(array, fmt: ScaledFormat, axis, mode, saturate, seed, amax, want_
     zero_points = np.zeros((n_rows, n_blocks), np.int64)
     tensor_scale = 1.0
 
-    if fmt.scale_rule in ("ocp", "ceil") and _fast_mx_applies(fmt, x2, mode, want_codes, want_values):
+    if fmt.scale_rule in ("ocp", "ceil") and not flush and _fast_mx_applies(fmt, x2, mode, want_codes, want_values):
         nan_blocks = _fast_mx_qdq(fmt, x2, block, mode, seed, saturate, out2)
     elif fmt.scale_rule in ("ocp", "ceil"):
         scale = fmt.scale
@@ -95,11 +106,10 @@ def run_scaled(array, fmt: ScaledFormat, axis, mode, saturate, seed, amax, want_
         if fmt.tensor_scale is not None:
             tensor_scale = tensor_scale_value(fmt, static_amax if static_amax else finite_amax(x2))
         scale = fmt.scale
-        asymmetric = bool(getattr(element, "asymmetric", False))
         nan_blocks = bk.encode_amax_groups(
             x2, block, p, levels, element_params(scale),
-            scale.min_subnormal, scale.max_normal, tensor_scale, element.max_normal,
-            static_amax, asymmetric, array.dtype == np.float32, mode, seed, saturate,
+            scale.max_normal, tensor_scale, element.max_normal,
+            group_amax, asymmetric, array.dtype == np.float32, mode, seed, saturate,
             codes2, scale_codes, zero_points, table, out2,
         )
 
@@ -129,6 +139,7 @@ def run_scaled(array, fmt: ScaledFormat, axis, mode, saturate, seed, amax, want_
         )
         encoded.info["moved_shape"] = tuple(moved.shape)
         encoded.info["group_size"] = block
+        encoded.info["row_length"] = n_len
     return values, encoded
 
 
@@ -159,6 +170,7 @@ def _fast_mx_qdq(fmt: ScaledFormat, x2, block, mode, seed, saturate, out2) -> in
     else:
         overflow_code = element.inf_code if element.has_inf else element.nan_code
     max_man, max_exp = _integer_significand(element.max_normal)
+
     fast_block.qdq_pow2_blocks_float32(
         x2.view(np.int32), block, element.mantissa_bits, element.emin, element.max_magnitude_code, element.sign_mask,
         overflow_code, element.emax, max_exp, max_man,
@@ -168,6 +180,7 @@ def _fast_mx_qdq(fmt: ScaledFormat, x2, block, mode, seed, saturate, out2) -> in
     slow_rows = np.flatnonzero(slow.any(axis=1))
     if slow_rows.size == 0:
         return 0
+
     sub = np.ascontiguousarray(x2[slow_rows])
     sub_out = np.empty_like(sub)
     sub_scales = np.empty((sub.shape[0], n_blocks), code_dtype(scale.width))
