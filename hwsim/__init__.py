@@ -5,4 +5,13 @@ __version__ = "0.1.0"
 from hwsim import formats  # noqa: E402
 from hwsim.formats import decode, encode, qdq  # noqa: E402
 
-__all__ = ["__version__", "decode", "encode", "formats", "qdq"]
+__all__ = ["__version__", "decode", "encode", "formats", "qdq", "simulate"]
+
+
+def __getattr__(name: str):
+    # `simulate` pulls in the workload and hardware models, so it is imported on first use.
+    if name == "simulate":
+        from hwsim.simulation import simulate
+
+        return simulate
+    raise AttributeError(f"module 'hwsim' has no attribute {name!r}")

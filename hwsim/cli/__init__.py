@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "hwsim.cli.models_cmd",
     "hwsim.cli.accelerators_cmd",
     "hwsim.cli.policies_cmd",
+    "hwsim.cli.simulate_cmd",
     "hwsim.cli.dashboard_cmd",
 ]
 

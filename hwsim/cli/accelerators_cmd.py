@@ -33,6 +33,17 @@ def register(subparsers) -> None:
 
 
 def _summary_row(spec: AcceleratorSpec) -> dict[str, object]:
+    if spec.kind != "systolic_array":
+        return {
+            "name": spec.name,
+            "array": spec.kind,
+            "dataflow": "-",
+            "PE": "-",
+            "clock": f"{spec.clock_hz / 1e6:g} MHz",
+            "node": f"{spec.technology.node_nm:g} nm",
+            "area (estimate)": "-",
+            "description": spec.description,
+        }
     model = SystolicArray(spec)
     array = spec.systolic_array
     return {
@@ -67,6 +78,16 @@ def _default_formats(model: SystolicArray) -> tuple[str, str]:
 
 def run_show(args: argparse.Namespace) -> int:
     spec = load_accelerator(args.name)
+    if spec.kind != "systolic_array":
+        print(f"{spec.name}: {spec.description}")
+        print(f"  kind: {spec.kind}; clock: {spec.clock_hz / 1e6:g} MHz; static power: {spec.static_power_w:g} W")
+        section = spec.gpu if spec.kind == "gpu" else spec.npu
+        print(f"  {spec.kind}: {', '.join(f'{key}={value}' for key, value in vars(section).items())}")
+        for level in spec.memory:
+            print(f"  memory {level.name}: {level.kind}, {level.capacity_bytes} bytes")
+        for source in spec.sources:
+            print(f"  source: {source}")
+        return 0
     model = SystolicArray(spec)
     array, technology = spec.systolic_array, spec.technology
     print(f"{spec.name}: {spec.description}")

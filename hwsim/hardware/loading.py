@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from hwsim.hardware.device_specs import GPUSpec, NPUSpec
 from hwsim.hardware.spec import (
     AcceleratorSpec,
     FieldError,
@@ -29,14 +30,25 @@ from hwsim.hardware.technology import Technology
 
 TOP_LEVEL_KEYS = {
     "name": str, "description": str, "kind": str, "sources": list, "technology": dict, "clock_hz": float,
-    "static_power_w": float, "systolic_array": dict, "pe": dict, "memory": dict,
+    "static_power_w": float, "systolic_array": dict, "pe": dict, "memory": dict, "gpu": dict, "npu": dict,
 }
-REQUIRED_TOP_LEVEL = ("name", "kind", "technology", "clock_hz", "static_power_w", "pe", "memory")
+# The section of each kind (pe and systolic_array, gpu, npu) is checked by AcceleratorSpec.
+REQUIRED_TOP_LEVEL = ("name", "kind", "technology", "clock_hz", "static_power_w", "memory")
 TECHNOLOGY_KEYS = {"node_nm": float, "supply_voltage_v": float, "flavor": str}
 SYSTOLIC_KEYS = {"rows": int, "cols": int, "dataflow": str}
 MEMORY_KEYS = {
     "kind": str, "capacity_bytes": int, "bandwidth_bytes_per_s": float, "bandwidth_bytes_per_cycle": float,
     "read_energy_pj_per_byte": float, "write_energy_pj_per_byte": float, "bank_bytes": int,
+}
+GPU_KEYS = {
+    "sm_count": int, "tensor_core_ops_per_s": dict, "cuda_core_ops_per_s": float,
+    "tensor_core_efficiency": dict, "memory_efficiency": float, "thread_block_tiles": list, "ctas_per_sm": int,
+    "kernel_launch_overhead_s": float, "board_power_w": float, "block_scaled_precisions": list, "cluster_size": int,
+}
+GPU_OPTIONAL_KEYS = ("block_scaled_precisions", "cluster_size")
+NPU_KEYS = {
+    "array_rows": int, "array_cols": int, "modes": dict, "mac_efficiency": float, "vector_ops_per_cycle": float,
+    "power_envelope_w": float, "op_overhead_s": float,
 }
 PE_KEYS = {
     "kind": str, "accumulator": str, "native_format": str, "fallback": str, "brick_bits": int, "max_bits": int,
@@ -122,6 +134,49 @@ def _build(path: str, factory, values: dict, errors: list[FieldError]):
     return None
 
 
+def _number_mapping(path: str, raw: dict, errors: list[FieldError]) -> tuple[tuple[str, float], ...]:
+    """Items of a mapping of names to numbers, each number coerced to float, sorted by name."""
+    items = []
+    for key, value in raw.items():
+        number = _coerce(f"{path}.{key}", value, float, errors)
+        if number is not None:
+            items.append((str(key), number))
+    return tuple(sorted(items))
+
+
+def _gpu_section(raw: Any, errors: list[FieldError]) -> GPUSpec | None:
+    required = tuple(k for k in GPU_KEYS if k not in GPU_OPTIONAL_KEYS)
+    values = _section("gpu", raw, GPU_KEYS, errors, required)
+    if values is None or any(key not in values for key in required):
+        return None
+    values["tensor_core_ops_per_s"] = _number_mapping("gpu.tensor_core_ops_per_s", values["tensor_core_ops_per_s"], errors)
+    values["tensor_core_efficiency"] = _number_mapping("gpu.tensor_core_efficiency", values["tensor_core_efficiency"], errors)
+    tiles = []
+    for index, tile in enumerate(values["thread_block_tiles"]):
+        if not (isinstance(tile, list) and len(tile) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in tile)):
+            errors.append(FieldError(f"gpu.thread_block_tiles[{index}]", tile, "must be a [rows, cols] pair of integers"))
+            continue
+        tiles.append((tile[0], tile[1]))
+    values["thread_block_tiles"] = tuple(tiles)
+    values["block_scaled_precisions"] = tuple(str(p) for p in values.get("block_scaled_precisions", ()))
+    return _build("gpu", GPUSpec, values, errors)
+
+
+def _npu_section(raw: Any, errors: list[FieldError]) -> NPUSpec | None:
+    values = _section("npu", raw, NPU_KEYS, errors, tuple(NPU_KEYS))
+    if values is None or len(values) < len(NPU_KEYS):
+        return None
+    modes = []
+    for key, macs in _number_mapping("npu.modes", values["modes"], errors):
+        activation, separator, weight = key.partition("x")
+        if not separator:
+            errors.append(FieldError(f"npu.modes.{key}", key, "mode names are <activation precision>x<weight precision>, such as int8xint4"))
+            continue
+        modes.append((activation, weight, macs))
+    values["modes"] = tuple(modes)
+    return _build("npu", NPUSpec, values, errors)
+
+
 def accelerator_from_dict(raw: Any, source: str = "") -> AcceleratorSpec:
     """Validate a parsed YAML document into an AcceleratorSpec; raise SpecError listing every bad field."""
     errors: list[FieldError] = []
@@ -159,6 +214,9 @@ def accelerator_from_dict(raw: Any, source: str = "") -> AcceleratorSpec:
         if "kind" in pe_values and "accumulator" in pe_values:
             pe = _build("pe", PESpec, pe_values, errors)
 
+    gpu = _gpu_section(top["gpu"], errors) if "gpu" in top else None
+    npu = _npu_section(top["npu"], errors) if "npu" in top else None
+
     memory = []
     raw_memory = top.get("memory", {})
     if not isinstance(raw_memory, dict):
@@ -181,6 +239,7 @@ def accelerator_from_dict(raw: Any, source: str = "") -> AcceleratorSpec:
             "name": top["name"], "kind": top["kind"], "technology": technology, "clock_hz": top["clock_hz"],
             "static_power_w": top["static_power_w"], "memory": tuple(memory), "pe": pe, "systolic_array": systolic,
             "description": top.get("description", ""), "sources": tuple(str(s) for s in top.get("sources", [])),
+            "gpu": gpu, "npu": npu,
         },
         errors,
     )

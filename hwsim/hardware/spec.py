@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hwsim.hardware.technology import Technology
+
+if TYPE_CHECKING:
+    from hwsim.hardware.device_specs import GPUSpec, NPUSpec
 
 PJ = 1e-12
 
@@ -28,7 +31,7 @@ MEMORY_KINDS = ("dram", "sram", "register_file")
 PEKind = Literal["fixed", "bit_fusion", "bit_serial", "block_scaled"]
 PE_KINDS = ("fixed", "bit_fusion", "bit_serial", "block_scaled")
 FALLBACKS = ("none", "dequantize")
-ACCELERATOR_KINDS = ("systolic_array",)
+ACCELERATOR_KINDS = ("systolic_array", "gpu", "npu")
 
 # Memory levels the systolic-array model reads and writes, by name.
 SYSTOLIC_MEMORY_LEVELS = ("dram", "activation_buffer", "weight_buffer", "output_buffer")
@@ -234,7 +237,13 @@ class SystolicArraySpec:
 
 @dataclass(frozen=True)
 class AcceleratorSpec:
-    """One accelerator: technology, clock, static power, memory hierarchy, PE and array."""
+    """One accelerator: technology, clock, static power, memory hierarchy and the section of its kind.
+
+    A systolic array needs `pe` and `systolic_array`, a GPU needs `gpu`
+    (`hwsim.hardware.device_specs.GPUSpec`) and an NPU needs `npu`
+    (`NPUSpec`). For a GPU, `clock_hz` is the clock its datasheet peaks
+    assume.
+    """
 
     name: str
     kind: str
@@ -242,10 +251,12 @@ class AcceleratorSpec:
     clock_hz: float
     static_power_w: float
     memory: tuple[MemorySpec, ...]
-    pe: PESpec
+    pe: PESpec | None = None
     systolic_array: SystolicArraySpec | None = None
     description: str = ""
     sources: tuple[str, ...] = field(default=())
+    gpu: GPUSpec | None = None
+    npu: NPUSpec | None = None
 
     def __post_init__(self) -> None:
         check = FieldChecker()
@@ -260,10 +271,32 @@ class AcceleratorSpec:
         if self.kind == "systolic_array":
             if self.systolic_array is None:
                 check.add("systolic_array", None, "required for kind systolic_array")
-            for level in SYSTOLIC_MEMORY_LEVELS:
-                if level not in names:
-                    check.add(f"memory.{level}", None, f"missing: a systolic array needs memory levels {', '.join(SYSTOLIC_MEMORY_LEVELS)}")
+            if self.pe is None:
+                check.add("pe", None, "required for kind systolic_array")
+            self._check_levels(check, names, SYSTOLIC_MEMORY_LEVELS, "a systolic array")
+        elif self.kind == "gpu":
+            from hwsim.hardware.device_specs import GPU_MEMORY_LEVELS
+
+            if self.gpu is None:
+                check.add("gpu", None, "required for kind gpu")
+            self._check_levels(check, names, GPU_MEMORY_LEVELS, "a GPU")
+        elif self.kind == "npu":
+            from hwsim.hardware.device_specs import NPU_MEMORY_LEVELS
+
+            if self.npu is None:
+                check.add("npu", None, "required for kind npu")
+            self._check_levels(check, names, NPU_MEMORY_LEVELS, "an NPU")
+        # Each kind's section is named after the kind.
+        for section in ACCELERATOR_KINDS:
+            if getattr(self, section) is not None and self.kind != section:
+                check.add(section, "(given)", f"applies to kind {section} only; this accelerator is of kind {self.kind}")
         check.raise_if_any()
+
+    @staticmethod
+    def _check_levels(check: FieldChecker, names: list[str], required: tuple[str, ...], what: str) -> None:
+        for level in required:
+            if level not in names:
+                check.add(f"memory.{level}", None, f"missing: {what} needs memory levels {', '.join(required)}")
 
     def memory_level(self, name: str) -> MemorySpec:
         for level in self.memory:
