@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = [
     "hwsim.cli.policies_cmd",
     "hwsim.cli.simulate_cmd",
     "hwsim.cli.dashboard_cmd",
+    "hwsim.cli.sweep_cmd",
 ]
 
 log = logging.getLogger(__name__)
