@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = [
     "hwsim.cli.simulate_cmd",
     "hwsim.cli.dashboard_cmd",
     "hwsim.cli.sweep_cmd",
+    "hwsim.cli.accuracy_cmd",
 ]
 
 log = logging.getLogger(__name__)
