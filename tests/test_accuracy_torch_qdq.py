@@ -167,8 +167,7 @@ def test_torch_qdq_odd_shapes_match_numba(name):
         x = torch.from_numpy(data).to(torch.float32)
         axes = range(-x.ndim, x.ndim) if x.ndim else [-1]
         for axis in axes:
-            # hwsim.qdq returns shape (1,) for a 0-d tensor (see the xfail test below), so compare values only.
-            expected = hwsim.qdq(x, name, axis=axis).reshape(x.shape)
+            expected = hwsim.qdq(x, name, axis=axis)
             actual = torch_qdq.qdq(x, name, axis=axis)
             _assert_bit_identical(expected, actual, x, f"{name} shape={tuple(x.shape)} axis={axis}")
 
@@ -179,10 +178,6 @@ def test_torch_qdq_keeps_a_scalar_a_scalar():
     assert torch_qdq.qdq(x, "fp8_e4m3").shape == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hwsim.formats.ops: _as_numpy's restore passes a 0-d result through np.ascontiguousarray, which makes it 1-d",
-)
 def test_numba_qdq_keeps_a_scalar_tensor_a_scalar():
     assert hwsim.qdq(torch.tensor(1.3), "fp8_e4m3").shape == ()
 

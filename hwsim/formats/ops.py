@@ -90,8 +90,11 @@ def _as_numpy(x):
             # float16 and bfloat16 widen to float32 exactly.
             array = detached.to(torch.float32).numpy()
 
+        shape = tuple(x.shape)
+
         def restore(result: np.ndarray):
-            out = torch.from_numpy(np.ascontiguousarray(result))
+            # np.ascontiguousarray makes a 0-d array 1-d, so restore the shape after it.
+            out = torch.from_numpy(np.ascontiguousarray(result).reshape(shape))
             return out if out.dtype == dtype else out.to(dtype)
 
         return array, restore
