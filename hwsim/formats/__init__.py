@@ -24,5 +24,6 @@ __all__ = [
 ]
 
 from hwsim.formats.ops import Encoded, decode, encode, qdq  # noqa: E402
+from hwsim.formats.packing import pack_codes, unpack_codes  # noqa: E402
 
-__all__ += ["Encoded", "decode", "encode", "qdq"]
+__all__ += ["Encoded", "decode", "encode", "pack_codes", "qdq", "unpack_codes"]
