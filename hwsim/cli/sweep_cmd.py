@@ -38,8 +38,8 @@ def register(subparsers) -> None:
 
 
 def _front_columns(result, spec) -> list[str]:
-    wanted = ["point_index", "policy", "scenario", *spec.axis_names, *(o.name for o in spec.objectives), "knee"]
-    return [column for column in dict.fromkeys(wanted) if column in result.front.columns]
+    preferred_columns = ["point_index", "policy", "scenario", *spec.axis_names, *(o.name for o in spec.objectives), "knee"]
+    return [column for column in dict.fromkeys(preferred_columns) if column in result.front.columns]
 
 
 def run(args: argparse.Namespace) -> int:

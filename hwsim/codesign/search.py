@@ -145,11 +145,11 @@ def run_search(
             _replay_stored(optuna, study, spec, stored, accuracy_rows)
             batch_number = 0
             while len(study.trials) < trials:
-                asked = [study.ask(_distributions(optuna, spec)) for _ in range(min(batch, trials - len(study.trials)))]
-                points = [spec.point_from_choices(tuple(trial.params[name] for name in spec.dimension_names)) for trial in asked]
+                new_trials = [study.ask(_distributions(optuna, spec)) for _ in range(min(batch, trials - len(study.trials)))]
+                points = [spec.point_from_choices(tuple(trial.params[name] for name in spec.dimension_names)) for trial in new_trials]
                 new_points = list({p.point_id: p for p in points if p.point_id not in stored}.values())
                 evaluated += _evaluate_new_points(runner, evaluator, store, stored, new_points, f"search-{token}-{batch_number}")
-                for trial, point in zip(asked, points):
+                for trial, point in zip(new_trials, points):
                     _tell(optuna, study, spec, trial, point.point_id, stored[point.point_id], accuracy_rows)
                 batch_number += 1
                 log.info("search %s: %d of %d trials, %d points evaluated in this run", spec.name, len(study.trials), trials, evaluated)

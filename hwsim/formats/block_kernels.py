@@ -1,6 +1,6 @@
 """Numba kernels for scaled formats: one scale per group of elements along the last axis.
 
-The input is a 2-D array (rows, length) whose rows are independent; each
+The input is a 2-D array (rows, length) whose rows are independent. Each
 row is cut into groups of `block` elements (the last group may be short,
 which is the same as padding it with zeros). Codes are written to a
 (rows, groups * block) array, so padding counts in storage.

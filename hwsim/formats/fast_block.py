@@ -23,10 +23,10 @@ def qdq_pow2_blocks_float32(
 ):
     """qdq of float32 rows (an int32 view, shape (rows, length)) into an MX format, nearest-even.
 
-    Per block: amax from the magnitude bits (integer order equals float order
-    for non-negative floats), the shared exponent s by the OCP rule
-    floor(log2(amax)) - elem_emax or the round-up rule, then each element
-    rounded at exponent e - s with the element kernel's arithmetic.
+    Each block takes its amax from the magnitude bits, because integer order
+    equals float order for non-negative floats. The shared exponent s follows
+    the OCP rule floor(log2(amax)) - elem_emax or the round-up rule. Each
+    element is then rounded at exponent e - s with the element kernel's arithmetic.
 
     The shortcut skips normalising subnormal inputs. That is exact while
     1 - s <= emin + 127, that is s >= -126 - emin (see float_code_from_bits);

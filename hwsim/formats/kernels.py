@@ -36,7 +36,7 @@ KIND_CODEBOOK = 2
 P_KIND = 0
 P_MAN = 1  # float: mantissa bits
 P_EMIN = 2  # float: exponent of the smallest normal
-P_SUBNORMALS = 3  # float: 1 when exponent field 0 holds subnormals and zero
+P_SUBNORMALS = 3  # float: 1 when exponent field 0 encodes subnormals and zero
 P_MAX_CODE = 4  # float: largest finite magnitude code
 P_SIGN_MASK = 5  # float: sign bit of a code, 0 for unsigned formats
 P_NAN_CODE = 6  # float: NaN code (positive), -1 when none
@@ -103,31 +103,12 @@ def bit_length(x):
 
 
 @njit(cache=True, inline="always")
-def decompose_bits(b, frac_bits, exp_bits):
-    """Split an IEEE float's bits (in an int64) into (class, negative, sig, exp2, e).
+def decompose_value(v):
+    """Split a float64 value into (class, negative, sig, exp2, e).
 
     class: 0 zero, 1 finite, 2 Inf, 3 NaN. The value is sig * 2**exp2 and
     e = floor(log2(value)).
     """
-    total = 1 + exp_bits + frac_bits
-    negative = (b >> (total - 1)) & 1
-    exp_mask = (np.int64(1) << exp_bits) - 1
-    exp_field = (b >> frac_bits) & exp_mask
-    frac = b & ((np.int64(1) << frac_bits) - 1)
-    bias = (np.int64(1) << (exp_bits - 1)) - 1
-    if exp_field == exp_mask:
-        return (3 if frac != 0 else 2), negative, np.int64(0), np.int64(0), np.int64(0)
-    if exp_field == 0:
-        if frac == 0:
-            return 0, negative, np.int64(0), np.int64(0), np.int64(0)
-        exp2 = 1 - bias - frac_bits
-        return 1, negative, frac, exp2, exp2 + bit_length(frac) - 1
-    return 1, negative, frac | (np.int64(1) << frac_bits), exp_field - bias - frac_bits, exp_field - bias
-
-
-@njit(cache=True, inline="always")
-def decompose_value(v):
-    """(class, negative, sig, exp2, e) of a float64 value, as decompose_bits."""
     if math.isnan(v):
         return 3, 0, np.int64(0), np.int64(0), np.int64(0)
     negative = 1 if (v < 0.0 or (v == 0.0 and math.copysign(1.0, v) < 0.0)) else 0
@@ -414,8 +395,8 @@ def encode_value(v, p, levels, mode, rbits, saturate):
 def qdq_float32_bits(bits, p, mode, seed, saturate, values_table, out):
     """values_table[code] of binary32 bit patterns (an int32 view) in a float element format.
 
-    Subnormal inputs are not normalised (see float_code_from_bits), which is
-    exact for formats whose smallest normal is at or above the input's;
+    Subnormal inputs are not normalised (see float_code_from_bits). That is
+    exact for formats whose smallest normal is at or above the input's, so
     callers send other formats to encode_values.
     """
     m, emin, subnormals, max_code, emax_plus2 = p[P_MAN], p[P_EMIN], p[P_SUBNORMALS], p[P_MAX_CODE], p[P_EMAX_PLUS2]
@@ -534,9 +515,3 @@ def encode_values(x, p, levels, mode, seed, saturate, codes, values_table, out):
             codes[i] = code & (no_code - 1)
         if write_values:
             out[i] = values_table[code]
-
-
-@njit(cache=True)
-def decode_table(codes, values_table, out):
-    for i in range(codes.shape[0]):
-        out[i] = values_table[codes[i]]

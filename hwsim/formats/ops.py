@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwsim.formats import block_kernels as bk
 from hwsim.formats import kernels as k
 from hwsim.formats.decoding import code_values
 from hwsim.formats.params import code_dtype, element_params, levels_of, rounding_mode, values_table
@@ -23,7 +22,6 @@ from hwsim.formats.spec import DialectFormat, FloatFormat, Format, ScaledFormat
 log = logging.getLogger(__name__)
 
 _EMPTY_CODES = np.zeros(0, np.uint8)
-_EMPTY_2D = np.zeros((0, 0), np.uint8)
 
 
 @dataclass
@@ -128,8 +126,8 @@ def qdq(
 
     axis: the axis that groups and blocks run along (the reduction axis K of a matmul).
     rounding: nearest_even, nearest_away, toward_zero or stochastic (needs `seed` to reproduce).
-    saturate: clamp overflow to the max normal; None takes the format's default
-        (scaled formats saturate; element formats overflow to Inf or NaN where they have them).
+    saturate: clamp overflow to the max normal. None takes the format's default:
+        scaled formats saturate, and element formats overflow to Inf or NaN where they have them.
     amax: a static amax from calibration, for the amax and static scale rules. With a
         second-level tensor scale (NVFP4) it sets that scale only; blocks keep their own amax.
     nan_to_zero: for formats without a NaN code, map NaN to the zero of opposite sign,
@@ -151,7 +149,7 @@ def encode(
 ) -> Encoded:
     """Encode x into codes of `fmt`; the options are those of `qdq`.
 
-    Raises ValueError when x holds NaN and the format has no NaN code
+    Raises ValueError when x contains NaN and the format has no NaN code
     (FP4, FP6, integers), unless nan_to_zero=True.
     """
     fmt = get(fmt)
@@ -161,7 +159,7 @@ def encode(
 
 
 def decode(encoded: Encoded, dtype=np.float32) -> np.ndarray:
-    """Decode an `Encoded` back to an array of its original shape (float32 unless dtype says otherwise)."""
+    """Decode an `Encoded` back to an array of its original shape (float32 unless `dtype` is given)."""
     from hwsim.formats.decoding import decode_encoded
 
     return decode_encoded(encoded, np.dtype(dtype))

@@ -130,7 +130,7 @@ class IntFormat(_ElementStorage):
 
     @property
     def mantissa_bits(self) -> int:
-        """Magnitude bits, the width a multiplier sees (sign excluded)."""
+        """Magnitude bits, the operand width of a multiplier (sign excluded)."""
         return self.bits - 1 if self.signed else self.bits
 
     @property
@@ -379,7 +379,7 @@ class CodebookFormat(_ElementStorage):
 
     @property
     def mantissa_bits(self) -> int:
-        """Width of the value a multiplier sees after the table lookup, taken as the code width."""
+        """Operand width of a multiplier after the table lookup, taken as the code width."""
         return self.width
 
     @property
@@ -410,7 +410,7 @@ class ScaledFormat:
       (per output channel of a weight [out, in] with axis=-1, per token of an
       activation [tokens, hidden]);
     - "group" and "block": one scale per `block_size` consecutive elements along
-      the axis; a dimension that is not a multiple is padded, and the padding
+      the axis. A dimension that is not a multiple is padded, and the padding
       counts in storage.
 
     scale_rule:
