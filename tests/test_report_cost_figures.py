@@ -303,3 +303,29 @@ def test_roofline_reads_hbm_traffic():
 
     tpu = table[table["accelerator"] == "tpu-v1"]
     np.testing.assert_allclose(marker_traces(figure)[0].x, tpu["flops"] / (tpu["hbm_read_bytes"] + tpu["hbm_write_bytes"]), rtol=1e-12)
+
+
+def test_roofline_mixes_hbm_and_dram_rows():
+    table = op_table()
+    tpu = table["accelerator"] == "tpu-v1"
+    # research-32x32's rows report their traffic as HBM, as a GPU's do, beside tpu-v1's DRAM rows.
+    as_hbm = table.loc[~tpu].rename(columns={"dram_read_bytes": "hbm_read_bytes", "dram_write_bytes": "hbm_write_bytes"})
+    mixed = pd.concat([table.loc[tpu], as_hbm], ignore_index=True)
+
+    figure = roofline_figure(mixed)
+
+    traces = {trace.name: trace for trace in marker_traces(figure)}
+    research = table.loc[~tpu]
+    np.testing.assert_allclose(traces["research-32x32"].x, research["flops"] / (research["dram_read_bytes"] + research["dram_write_bytes"]), rtol=1e-12)
+    assert len(traces["tpu-v1"].x) == int(tpu.sum())
+
+
+def test_roofline_draws_roofs_of_placed_ops_only():
+    table = op_table()
+    # A vector op: no MACs, so it is not placed, and its vector-unit peak draws no roof.
+    vector = table.iloc[[0]].assign(op="layers.*.attn_norm", kind="reduction", macs=0, flops=0, peak_flops_per_s=67e12)
+
+    figure = roofline_figure(pd.concat([table, vector], ignore_index=True))
+
+    assert len(line_traces(figure)) == 2
+    assert "1 op(s) without DRAM traffic or FLOPs not placed" in figure.layout.annotations[0].text

@@ -37,7 +37,7 @@ def test_prefill_and_decode_token_metrics():
     assert decode["time_to_first_token_s"] is None
     assert decode["time_per_output_token_s"] == pytest.approx(decode["latency_s"] / 8)
     assert decode["tokens_per_s"] == pytest.approx(2 * 8 / decode["latency_s"])
-    assert decode["joules_per_token"] == pytest.approx(decode["energy_j"] / 16)
+    assert decode["energy_j_per_token"] == pytest.approx(decode["energy_j"] / 16)
     # A generation counts its generated tokens over the prefill and the decode together.
     assert both["tokens_per_s"] == pytest.approx(16 / (prefill["latency_s"] + decode["latency_s"]))
     assert both["time_to_first_token_s"] == prefill["latency_s"]
@@ -207,3 +207,60 @@ def test_op_rows_carry_units_and_levels():
         assert column in report.ops.columns
     assert np.all(report.ops.latency_s > 0)
     assert set(report.ops.bound) <= {"compute", "memory", "overhead", "power"}
+
+
+def test_energy_per_token_keeps_its_older_name():
+    report = simulate("smollm2-135m", "w16a16", "h100-sxm", [Scenario.prefill(1, 32), Scenario.decode(1, 32, 4)])
+    # A prefill counts its 32 prompt tokens, a decode its 4 generated ones.
+    assert report.phase("prefill")["energy_j_per_token"] == pytest.approx(report.phase("prefill")["energy_j"] / 32)
+    assert report.phase("decode")["energy_j_per_token"] == pytest.approx(report.phase("decode")["energy_j"] / 4)
+    assert report.totals["joules_per_token"].tolist() == report.totals["energy_j_per_token"].tolist()
+    prefill = report.phase("prefill")
+    data = report.to_dict()
+    assert data["phases"]["prefill"]["joules_per_token"] == prefill["energy_j_per_token"]
+
+
+def test_phase_totals_dataclass_keeps_older_name():
+    from hwsim.simulation import PhaseTotals
+
+    fields = {name: 1.0 for name in PhaseTotals.__dataclass_fields__}
+    totals = PhaseTotals(**{**fields, "phase": "decode", "energy_j_per_token": 0.25})
+    assert totals.joules_per_token == 0.25
+
+
+# Roofs by accelerator, each from its spec file: (activation format, weight format, GEMM peak FLOP/s, bandwidth).
+ROOF_CASES = [
+    # accelerators/h100-sxm.yaml: fp16 tensor cores 989.4 TFLOPS dense, HBM3 3.35 TB/s.
+    ("h100-sxm", "w16a16", 989.4e12, 3.35e12),
+    # accelerators/h100-sxm.yaml: int8 tensor cores 1,978.9 TOPS dense.
+    ("h100-sxm", "w8a8", 1978.9e12, 3.35e12),
+    # accelerators/tpu-v1.yaml: 256 x 256 int8 MACs at 700 MHz, 2 FLOPs each; DDR3 at 34 GB/s.
+    ("tpu-v1", "w8a8kv8", 2 * 256 * 256 * 700e6, 34e9),
+    # accelerators/phone-npu-class.yaml: 128 x 128 MACs at 35e12 / (2 x 16384) Hz; fp16 mode at half rate; LPDDR5 51.2 GB/s.
+    ("phone-npu-class", "w16a16", 35e12 / 2, 51.2e9),
+]
+
+
+@pytest.mark.parametrize(("accelerator", "policy", "peak", "bandwidth"), ROOF_CASES)
+def test_op_rows_carry_their_roofs(accelerator, policy, peak, bandwidth):
+    report = simulate("smollm2-135m", policy, accelerator, Scenario.prefill(1, 64), unsupported="emulate")
+    ops = report.ops
+    gemms = ops[ops.kind == "GEMM"]
+    # Every block linear layer runs in the policy's precision; the LM head stays fp16 in w8a8 and may differ.
+    blocks = gemms[gemms.op.str.startswith("layers.")]
+    np.testing.assert_allclose(blocks.peak_flops_per_s, peak, rtol=1e-9)
+    np.testing.assert_allclose(ops.dram_bandwidth_bytes_per_s, bandwidth, rtol=1e-9)
+    # No op runs faster than its roof: attained FLOP/s stays under the peak.
+    matmuls = ops[ops.macs > 0]
+    assert np.all(2 * matmuls.macs / matmuls.latency_s <= matmuls.peak_flops_per_s * (1 + 1e-9))
+
+
+def test_vector_roof_of_a_systolic_array_is_missing():
+    ops = simulate("smollm2-135m", "w8a8kv8", "tpu-v1", Scenario.prefill(1, 16), unsupported="emulate").ops
+    vector = ops[ops.macs == 0]
+    assert len(vector) > 0
+    # tpu-v1's spec describes no vector unit, so vector work has no compute roof.
+    assert vector.peak_flops_per_s.isna().all()
+    # accelerators/h100-sxm.yaml: FP32 67 TFLOPS on the CUDA cores.
+    gpu = simulate("smollm2-135m", "w16a16", "h100-sxm", Scenario.prefill(1, 16)).ops
+    np.testing.assert_allclose(gpu[gpu.macs == 0].peak_flops_per_s, 67e12)

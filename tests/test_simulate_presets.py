@@ -24,7 +24,7 @@ def test_model_runs_on_preset(model, accelerator):
     policy = "w8a8kv8" if accelerator in INTEGER_ONLY else "w16a16"
     report = simulate(spec, policy, accelerator, scenarios, unsupported="emulate", memory_overflow="report")
     for row in report.totals.to_dict("records"):
-        for key in ("latency_s", "energy_j", "tokens_per_s", "joules_per_token"):
+        for key in ("latency_s", "energy_j", "tokens_per_s", "energy_j_per_token"):
             assert math.isfinite(row[key]), (model, accelerator, row["phase"], key)
             assert row[key] > 0, (model, accelerator, row["phase"], key)
     assert report.fits == (report.memory.peak_bytes <= report.memory.capacity_bytes)

@@ -6,13 +6,17 @@ Input: one row per op (a per-op cost table) with
 - `flops`, or `macs` (then FLOPs = 2 x MACs);
 - `dram_bytes`, or `dram_read_bytes` (plus `dram_write_bytes` when
   present), or `hbm_read_bytes` (plus `hbm_write_bytes`) for accelerators
-  whose off-chip DRAM is HBM;
+  whose off-chip DRAM is HBM. A table that mixes GPUs with other
+  accelerators has both, and each row takes the first level it has a
+  value for;
 - the roofs: `peak_flops_per_s` and `dram_bandwidth_bytes_per_s` per row,
   or `roofs=` (a list of `Roof`).
 
 Arithmetic intensity is FLOPs per byte moved to or from DRAM; attained
 FLOP/s is FLOPs over latency. An op that moves no DRAM bytes has no finite
-intensity and is left out, with a note on the figure.
+intensity and is left out, with a note on the figure. Roofs read from the
+columns come from the placed ops only, so the peak of vector work, which
+has no MACs, draws no roof.
 """
 
 from __future__ import annotations
@@ -87,10 +91,15 @@ def op_intensity(ops: pd.DataFrame) -> pd.DataFrame:
     if "flops" not in frame.columns:
         frame["flops"] = 2.0 * frame["macs"].astype(float)
     if "dram_bytes" not in frame.columns:
-        level = next(level for level in OFF_CHIP_LEVELS if f"{level}_read_bytes" in frame.columns)
-        frame["dram_bytes"] = frame[f"{level}_read_bytes"].astype(float)
-        if f"{level}_write_bytes" in frame.columns:
-            frame["dram_bytes"] = frame["dram_bytes"] + frame[f"{level}_write_bytes"].astype(float)
+        frame["dram_bytes"] = np.nan
+        for level in OFF_CHIP_LEVELS:
+            if f"{level}_read_bytes" not in frame.columns:
+                continue
+            level_bytes = frame[f"{level}_read_bytes"].astype(float)
+            if f"{level}_write_bytes" in frame.columns:
+                level_bytes = level_bytes + frame[f"{level}_write_bytes"].astype(float)
+            # Rows of another accelerator kind have no value at this level (NaN) and keep the level found before.
+            frame["dram_bytes"] = frame["dram_bytes"].fillna(level_bytes)
     latency = frame["latency_s"].astype(float)
     if (latency <= 0).any() or not np.isfinite(latency).all():
         bad = frame.loc[(latency <= 0) | ~np.isfinite(latency)].index[0]
@@ -123,17 +132,16 @@ def roofline_figure(ops: pd.DataFrame, roofs: list[Roof] | None = None, *, color
     line trace per roof.
     """
     frame = op_intensity(ops)
-    if roofs is None:
-        roofs = roofs_from_columns(frame)
-    if not roofs:
-        raise ValueError("the roofline needs at least one roof: pass roofs=[Roof(...)] or the columns " + " and ".join(ROOF_COLUMNS))
-
     placed = frame[np.isfinite(frame["arithmetic_intensity_flops_per_byte"]) & (frame["dram_bytes"] > 0) & (frame["flops"] > 0)]
     dropped = len(frame) - len(placed)
     if dropped:
         log.info("roofline: %d of %d ops moved no DRAM bytes or did no FLOPs and are not placed", dropped, len(frame))
     if placed.empty:
         raise ValueError("no op of the table moves DRAM bytes and does FLOPs, so none has a place on a roofline")
+    if roofs is None:
+        roofs = roofs_from_columns(placed)
+    if not roofs:
+        raise ValueError("the roofline needs at least one roof: pass roofs=[Roof(...)] or the columns " + " and ".join(ROOF_COLUMNS))
 
     peak_max = max(roof.peak_flops_per_s for roof in roofs)
     divisor, unit = si_scale(np.append(placed["attained_flops_per_s"].to_numpy(), peak_max), "FLOP/s")

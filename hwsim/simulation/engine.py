@@ -11,6 +11,7 @@ the sum of its ops' latencies.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable
 from functools import lru_cache
@@ -82,11 +83,17 @@ def resolve_model(model) -> ModelSpec:
 
 
 def resolve_policy(policy):
-    """Return the bit policy of an object with `format_for`, a policy string such as 'w4a16-g128', or None (all fp16)."""
+    """Return the bit policy of an object with `format_for`, a text, or None (all fp16).
+
+    A text is a uniform policy string such as 'w4a16-g128', a preset name
+    such as 'atom-w4a4', or the path of a policy YAML file.
+    """
     if policy is None:
         return UniformPolicy()
     if isinstance(policy, str):
-        return UniformPolicy.parse(policy)
+        from hwsim.policy.resolve import is_uniform_text, resolve_policy as resolve_text
+
+        return UniformPolicy.parse(policy) if is_uniform_text(policy) else resolve_text(policy)
     if not callable(getattr(policy, "format_for", None)):
         raise TypeError(
             f"invalid bit policy {policy!r}: pass a policy string such as 'w4a16-g128' or an object with a format_for(tensor) method"
@@ -186,7 +193,7 @@ def simulate(
 
     rows, totals = [], []
     for item, priced in phases:
-        phase_rows = [_row(item, op, _cost(backend, op.request)) for op in priced]
+        phase_rows = [_row(item, op, _cost(backend, op.request)) | _roofs(backend, op.request) for op in priced]
         rows.extend(phase_rows)
         totals.append(_phase_totals(item, phase_rows))
     if len(totals) == 2 and [t.phase for t in totals] == ["prefill", "decode"]:
@@ -196,6 +203,8 @@ def simulate(
     totals_frame = pd.DataFrame([vars(t) for t in totals])
     totals_frame["peak_memory_bytes"] = memory.peak_bytes
     totals_frame["fits"] = memory.fits
+    # The older name of energy_j_per_token, which sweeps and scripts written before the rename read.
+    totals_frame["joules_per_token"] = totals_frame["energy_j_per_token"]
     report = SimulationReport(
         model=spec.name, accelerator=accelerator_spec.name, accelerator_kind=accelerator_spec.kind, policy=policy_label,
         ops=ops, totals=totals_frame, memory=memory, notes=tuple(notes),
@@ -212,6 +221,39 @@ def _cost(backend, request) -> KernelCost:
     if isinstance(request, VectorRequest):
         return backend.vector(request)
     raise TypeError(f"unknown request type {type(request).__name__}")
+
+
+def _roofs(backend, request) -> dict[str, float]:
+    """Return the roofs of one op: `peak_flops_per_s` and `dram_bandwidth_bytes_per_s`.
+
+    A matmul or attention gets the peak of the precision its compute plan
+    runs on (the converted one when emulated), without the efficiency
+    factors the cost models apply. Vector work gets the vector unit's peak,
+    which is NaN on a systolic array because its spec describes no vector
+    unit. The bandwidth is main memory's: HBM on a GPU, DRAM otherwise.
+    """
+    if isinstance(request, MatmulRequest):
+        formats = (request.activation_format, request.weight_format)
+    elif isinstance(request, AttentionRequest):
+        formats = (request.query_format, request.kv_format)
+    else:
+        formats = None
+    clock_hz = backend.spec.clock_hz
+    if backend.kind == "gpu":
+        gpu = backend.model
+        peak = gpu.gpu.cuda_core_ops_per_s if formats is None else gpu.precisions[gpu.plan(*formats).precision]
+        bandwidth = gpu.hbm_bandwidth_bytes_per_s
+    elif backend.kind == "npu":
+        npu = backend.model
+        peak = npu.vector_ops_per_s if formats is None else 2.0 * npu.pes * npu.plan(*formats).macs_per_pe_cycle * clock_hz
+        bandwidth = npu.dram_bandwidth_bytes_per_s
+    else:
+        peak = math.nan
+        if formats is not None:
+            array, activation, weight, _, _ = backend._array_for(*formats)
+            peak = 2.0 * array.array.num_pes * array.mapping(activation, weight).macs_per_pe_cycle * clock_hz
+        bandwidth = backend.dram_bandwidth_bytes_per_s
+    return {"peak_flops_per_s": float(peak), "dram_bandwidth_bytes_per_s": float(bandwidth)}
 
 
 def _footprint(spec, policy, scenarios, phases, backend, accelerator_spec) -> MemoryFootprint:
@@ -296,7 +338,7 @@ def _phase_totals(scenario: Scenario, rows: list[dict]) -> PhaseTotals:
         phase=scenario.phase, batch_size=batch, context_tokens=scenario.context_tokens, generated_tokens=scenario.generated_tokens,
         latency_s=latency, energy_j=energy, compute_energy_j=energies["compute"], sram_energy_j=energies["sram"],
         dram_energy_j=energies["dram"], static_energy_j=energies["static"], tokens=tokens, tokens_per_s=tokens / latency,
-        joules_per_token=energy / tokens, average_power_w=energy / latency,
+        energy_j_per_token=energy / tokens, average_power_w=energy / latency,
         time_to_first_token_s=first_token, time_per_output_token_s=per_token,
     )
 
@@ -310,7 +352,7 @@ def _generation_totals(prefill: PhaseTotals, decode: PhaseTotals) -> PhaseTotals
         generated_tokens=decode.generated_tokens, latency_s=latency, energy_j=energy,
         compute_energy_j=prefill.compute_energy_j + decode.compute_energy_j, sram_energy_j=prefill.sram_energy_j + decode.sram_energy_j,
         dram_energy_j=prefill.dram_energy_j + decode.dram_energy_j, static_energy_j=prefill.static_energy_j + decode.static_energy_j,
-        tokens=decode.tokens, tokens_per_s=decode.tokens / latency, joules_per_token=energy / decode.tokens,
+        tokens=decode.tokens, tokens_per_s=decode.tokens / latency, energy_j_per_token=energy / decode.tokens,
         average_power_w=energy / latency, time_to_first_token_s=prefill.latency_s,
         time_per_output_token_s=decode.time_per_output_token_s,
     )

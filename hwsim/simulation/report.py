@@ -48,10 +48,10 @@ class MemoryFootprint:
 class PhaseTotals:
     """Totals of one phase, or of "prefill+decode" for a generation that runs both.
 
-    Token counts are over all sequences of the batch. `tokens_per_s` counts
-    prompt tokens for a prefill and generated tokens otherwise.
-    `time_to_first_token_s` is None for a decode alone, and
-    `time_per_output_token_s` is None for a prefill alone.
+    Token counts are over all sequences of the batch. `tokens_per_s` and
+    `energy_j_per_token` count prompt tokens for a prefill and generated
+    tokens otherwise. `time_to_first_token_s` is None for a decode alone,
+    and `time_per_output_token_s` is None for a prefill alone.
     """
 
     phase: str
@@ -66,10 +66,15 @@ class PhaseTotals:
     static_energy_j: float
     tokens: int
     tokens_per_s: float
-    joules_per_token: float
+    energy_j_per_token: float
     average_power_w: float
     time_to_first_token_s: float | None
     time_per_output_token_s: float | None
+
+    @property
+    def joules_per_token(self) -> float:
+        """The older name of `energy_j_per_token`, kept for existing callers."""
+        return self.energy_j_per_token
 
 
 @dataclass
@@ -81,8 +86,12 @@ class SimulationReport:
     and written at each memory level. `utilization` is the latency-weighted
     use of the compute units, `bound` is what limits the op for most of its
     time, and `note` names the compute precision and conversions chosen.
-    `totals` has one row per phase (see `PhaseTotals`), with the scenario's
-    `peak_memory_bytes` and whether it `fits` on every row. Units are SI
+    `peak_flops_per_s` and `dram_bandwidth_bytes_per_s` are the roofs of
+    each op: the peak rate of the compute unit and precision it runs on, and
+    the bandwidth of main memory (HBM on a GPU). `totals` has one row per
+    phase (see `PhaseTotals`), with the scenario's `peak_memory_bytes` and
+    whether it `fits` on every row. It also carries `joules_per_token`, a
+    copy of `energy_j_per_token` under its older name. Units are SI
     throughout.
     """
 
