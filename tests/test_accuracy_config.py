@@ -117,7 +117,7 @@ def test_kv_stand_in_keeps_recent_window():
     key_quantizer = quantizer_for(config, "attn", "key")
     value_quantizer = quantizer_for(config, "attn", "value")
     cache = DynamicCache()
-    stand_in = QuantizingCache(cache, key_quantizer, value_quantizer, window=5, key_rotation=None)
+    stand_in = QuantizingCache(cache, key_quantizer, value_quantizer, key_rotation=None)
     keys, values = _states(20), _states(21)[:, :, :20]
     read_keys, read_values = stand_in.update(keys, values, 0)
     assert torch.equal(read_keys[:, :, :15], qdq(keys[:, :, :15], "int4_token"))
@@ -134,7 +134,7 @@ def test_kv_stand_in_keeps_recent_window():
 def test_kv_stand_in_whole_token_groups():
     """Keys per channel in groups of 32 tokens: of 70 tokens, two whole groups are quantized, 6 stay exact."""
     config = AccuracyConfig(key="int4_g32", key_granularity="channel")
-    stand_in = QuantizingCache(None, quantizer_for(config, "attn", "key"), None, window=0, key_rotation=None)
+    stand_in = QuantizingCache(None, quantizer_for(config, "attn", "key"), None, key_rotation=None)
     keys = _states(70)
     read_keys, read_values = stand_in.update(keys, keys, 0)
     assert torch.equal(read_keys[:, :, :64], qdq(keys[:, :, :64], "int4_g32", axis=-2))
@@ -145,7 +145,7 @@ def test_kv_stand_in_whole_token_groups():
 def test_kv_stand_in_rotates_keys_around_their_qdq():
     rotation = torch.from_numpy(hadamard_matrix(64))
     config = AccuracyConfig(key="int4_token")
-    stand_in = QuantizingCache(None, quantizer_for(config, "attn", "key"), None, window=0, key_rotation=rotation)
+    stand_in = QuantizingCache(None, quantizer_for(config, "attn", "key"), None, key_rotation=rotation)
     keys = _states(8)
     read_keys, _ = stand_in.update(keys, keys, 0)
     expected = (qdq((keys.double() @ rotation).float(), "int4_token").double() @ rotation.T).float()

@@ -121,7 +121,7 @@ def _quantized_or_base(base: LoadedModel, config: AccuracyConfig, progress) -> t
     if config == AccuracyConfig():
         return base.model, []
     calibration = None
-    if config.smoothquant_alpha is not None or config.gptq:
+    if config.calibrated:
         calibration = calibration_batches(base.tokenizer, config.calibration_tokens)
     quantized = quantize_model(base, config, calibration=calibration, progress=progress)
     return quantized.model, quantized.notes
@@ -194,7 +194,7 @@ def evaluate_perplexity(base: LoadedModel, config: AccuracyConfig | None = None,
     key = perplexity_key(base.model_id, config, tokens, window, stride)
     cache = ResultCache(cache_dir, enabled=use_cache)
 
-    calibrated = config.smoothquant_alpha is not None or config.gptq
+    calibrated = config.calibrated
     if calibrated and len(ids) + config.calibration_tokens > len(all_ids):
         log.warning("the evaluated tokens overlap the calibration tokens at the end of the split; lower tokens or calibration_tokens")
     bar = _progress(progress)

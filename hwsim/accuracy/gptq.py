@@ -88,15 +88,138 @@ class ColumnRounder:
         return quantize_groups(x, self.amax, self.lo, self.hi, self.fmt, self.g32, self.mode, 1, None, torch.float64)[:, 0]
 
 
+class UniformPlan:
+    """Every column in one format: the plan of plain GPTQ.
+
+    A plan decides how each column is rounded. `prepare(w)` sees the whole
+    matrix before rounding starts; `start(column, upcoming)` runs before
+    each column, with `upcoming()` giving the error-updated columns from
+    this one on; `round(column, values)` returns the rounded column.
+    """
+
+    def __init__(self, fmt, rounding: str = "nearest_even"):
+        self.fmt = fmt
+        self.rounding = rounding
+
+    def prepare(self, w: torch.Tensor) -> None:
+        self.rounder = ColumnRounder(self.fmt, w, self.rounding)
+
+    def start(self, column: int, upcoming: Callable[[], torch.Tensor]) -> None:
+        group = self.rounder.group
+        if group is not None and column % group == 0:
+            self.rounder.start_group(upcoming()[:, :group])
+
+    def round(self, column: int, values: torch.Tensor) -> torch.Tensor:
+        return self.rounder(values)
+
+
+class SegmentPlan:
+    """Consecutive column ranges in their own formats, each grouped from its own first column.
+
+    segments: (start, stop, format) covering the columns in order. This is
+    the plan of reordered outlier channels (the kept channels last) and of
+    a projected high-variance subspace (the kept directions first).
+    """
+
+    def __init__(self, segments, rounding: str = "nearest_even"):
+        self.segments = [(int(start), int(stop), fmt) for start, stop, fmt in segments]
+        self.rounding = rounding
+
+    def prepare(self, w: torch.Tensor) -> None:
+        if self.segments[0][0] != 0 or self.segments[-1][1] != w.shape[1]:
+            raise ValueError(f"segments {self.segments} do not cover the {w.shape[1]} columns")
+        self.rounders = [ColumnRounder(fmt, w[:, start:stop], self.rounding) if stop > start else None
+                         for start, stop, fmt in self.segments]
+
+    def _segment(self, column: int) -> int:
+        return next(i for i, (start, stop, _) in enumerate(self.segments) if start <= column < stop)
+
+    def start(self, column: int, upcoming: Callable[[], torch.Tensor]) -> None:
+        index = self._segment(column)
+        start, stop, _ = self.segments[index]
+        rounder = self.rounders[index]
+        if rounder.group is not None and (column - start) % rounder.group == 0:
+            rounder.start_group(upcoming()[:, : min(rounder.group, stop - column)])
+
+    def round(self, column: int, values: torch.Tensor) -> torch.Tensor:
+        return self.rounders[self._segment(column)](values)
+
+
+class MaskPlan:
+    """A dense format, with masked elements kept in an element format (sparse fp16 outliers).
+
+    Masked elements are left out (set to 0) of the dense format's scale
+    statistics, as `hwsim.policy.subsets.qdq_tensor` does.
+    """
+
+    def __init__(self, fmt, mask: torch.Tensor, keep_format: str, rounding: str = "nearest_even"):
+        if formats.get(keep_format).kind != "float":
+            raise ValueError(f"GPTQ keeps masked elements in an element format such as fp16; got {keep_format!r}")
+        self.fmt = fmt
+        self.mask = mask
+        self.keep_format = keep_format
+        self.rounding = rounding
+
+    def prepare(self, w: torch.Tensor) -> None:
+        self.rounder = ColumnRounder(self.fmt, w.masked_fill(self.mask, 0.0), self.rounding)
+
+    def start(self, column: int, upcoming: Callable[[], torch.Tensor]) -> None:
+        group = self.rounder.group
+        if group is not None and column % group == 0:
+            columns = upcoming()[:, :group]
+            self.rounder.start_group(columns.masked_fill(self.mask[:, column : column + columns.shape[1]], 0.0))
+
+    def round(self, column: int, values: torch.Tensor) -> torch.Tensor:
+        kept = qdq(values, self.keep_format, rounding=self.rounding)
+        return torch.where(self.mask[:, column], kept, self.rounder(values))
+
+
+class GroupChoicePlan:
+    """Each scale group of each row in one of several formats of the same group size (salient groups).
+
+    assignment: [rows, groups] codes; formats_by_code maps each code to a format.
+    """
+
+    def __init__(self, formats_by_code: dict[int, str], assignment: torch.Tensor, rounding: str = "nearest_even"):
+        self.formats_by_code = dict(formats_by_code)
+        self.assignment = assignment
+        self.rounding = rounding
+
+    def prepare(self, w: torch.Tensor) -> None:
+        self.rounders = {code: ColumnRounder(fmt, w, self.rounding) for code, fmt in self.formats_by_code.items()}
+        groups = {rounder.group for rounder in self.rounders.values()}
+        if len(groups) != 1 or None in groups:
+            raise ValueError(f"group choices need formats of one group size, got {self.formats_by_code}")
+        self.group = groups.pop()
+
+    def start(self, column: int, upcoming: Callable[[], torch.Tensor]) -> None:
+        if column % self.group == 0:
+            columns = upcoming()[:, : self.group]
+            for rounder in self.rounders.values():
+                rounder.start_group(columns)
+
+    def round(self, column: int, values: torch.Tensor) -> torch.Tensor:
+        codes = self.assignment[:, column // self.group].to(values.device)
+        result = torch.zeros_like(values)
+        for code, rounder in self.rounders.items():
+            result = torch.where(codes == code, rounder(values), result)
+        return result
+
+
 @torch.no_grad()
 def gptq_weight(weight: torch.Tensor, hessian: torch.Tensor, fmt, rounding: str = "nearest_even",
-                block_size: int = BLOCK_SIZE, damping: float = DAMPING) -> torch.Tensor:
-    """Return a GPTQ-rounded copy of weight [out, in] for a Hessian [in, in] of the layer's inputs."""
+                block_size: int = BLOCK_SIZE, damping: float = DAMPING, *, plan=None) -> torch.Tensor:
+    """Return a GPTQ-rounded copy of weight [out, in] for a Hessian [in, in] of the layer's inputs.
+
+    plan: how each column is rounded (`SegmentPlan`, `MaskPlan`,
+    `GroupChoicePlan`); None rounds every column in `fmt`.
+    """
     if rounding_mode(rounding) == k.STOCHASTIC:
         raise ValueError("GPTQ rounds to nearest and feeds the error forward; stochastic rounding is not supported")
     w = weight.detach().to(torch.float64).clone()
     h = hessian.detach().to(torch.float64).clone()
-    rounder = ColumnRounder(fmt, w, rounding)
+    plan = plan or UniformPlan(fmt, rounding)
+    plan.prepare(w)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
@@ -112,10 +235,8 @@ def gptq_weight(weight: torch.Tensor, hessian: torch.Tensor, fmt, rounding: str 
         inverse_block = h_inverse[start:stop, start:stop]
         for i in range(stop - start):
             column = start + i
-            if rounder.group is not None and column % rounder.group == 0:
-                upcoming = torch.cat([block[:, i:], w[:, stop:]], dim=1)
-                rounder.start_group(upcoming[:, : rounder.group])
-            q = rounder(block[:, i])
+            plan.start(column, lambda i=i: torch.cat([block[:, i:], w[:, stop:]], dim=1))
+            q = plan.round(column, block[:, i])
             quantized[:, column] = q
             error = (block[:, i] - q) / inverse_block[i, i]
             block[:, i:] -= error[:, None] * inverse_block[i, i:][None, :]
@@ -198,7 +319,11 @@ def gptq_llama(model: torch.nn.Module, batches: list[torch.Tensor], weight_quant
                 handle.remove()
         for name, (module, quantizer) in targets.items():
             hessian = hessians[name] * (2.0 / counts[name])
-            module.weight.data = gptq_weight(module.weight, hessian, quantizer.format, quantizer.rounding)
+            if hasattr(quantizer, "gptq"):
+                # A quantizer with a higher-precision subset plans its own columns.
+                module.weight.data = quantizer.gptq(module.weight, hessian)
+            else:
+                module.weight.data = gptq_weight(module.weight, hessian, quantizer.format, quantizer.rounding)
             done.append(name)
         inputs = [(_run_layer(layer, hidden, kwargs), kwargs) for hidden, kwargs in inputs]
     log.info("GPTQ rounded %d linear layers", len(done))

@@ -3,9 +3,9 @@
 A forward pre-hook on each attention module replaces the cache argument
 with a stand-in. Its `update` stores the new keys and values in the real
 cache (when there is one) and returns what attention reads: every token in
-the cache format except the `window` most recent ones, which stay in full
-precision (KIVI's residual). The stored copy stays in full
-precision, so a per-token format gives exactly the values of quantizing
+the cache format except the quantizer's `kv_window` most recent ones,
+which stay in full precision (KIVI's residual). The stored copy stays in
+full precision, so a per-token format gives exactly the values of quantizing
 each entry when it is written; a per-channel key scale covers all tokens
 quantized so far, and a group format along tokens quantizes whole groups
 only, leaving a partial group in full precision as KIVI does.
@@ -53,11 +53,10 @@ def _tokens_group(quantizer) -> int:
 class QuantizingCache:
     """Stands in for an attention module's cache argument; see the module docstring."""
 
-    def __init__(self, inner, key_quantizer, value_quantizer, window: int, key_rotation: torch.Tensor | None):
+    def __init__(self, inner, key_quantizer, value_quantizer, key_rotation: torch.Tensor | None):
         self._inner = inner
         self._key_quantizer = key_quantizer
         self._value_quantizer = value_quantizer
-        self._window = window
         self._key_rotation = key_rotation
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
@@ -74,7 +73,7 @@ class QuantizingCache:
     def _quantize_older(self, states: torch.Tensor, quantizer, rotation) -> torch.Tensor:
         tokens = states.shape[-2]
         group = _tokens_group(quantizer)
-        count = (tokens - self._window) // group * group
+        count = (tokens - getattr(quantizer, "kv_window", 0)) // group * group
         if count <= 0:
             return states
         older = states[..., :count, :]
@@ -95,8 +94,11 @@ class QuantizingCache:
         return getattr(inner, name)
 
 
-def install_kv_quantization(model: torch.nn.Module, quantizers_for, window: int, key_rotation: torch.Tensor | None = None) -> list:
-    """Hook every attention module; quantizers_for(name) gives (key quantizer, value quantizer). Return the hook handles."""
+def install_kv_quantization(model: torch.nn.Module, quantizers_for, key_rotation: torch.Tensor | None = None) -> list:
+    """Hook every attention module; quantizers_for(name) gives (key quantizer, value quantizer). Return the hook handles.
+
+    Each quantizer's `kv_window` most recent tokens stay in full precision.
+    """
     modules = attention_modules(model)
     if not modules:
         require_llama(model, "kv cache quantization")
@@ -110,7 +112,7 @@ def install_kv_quantization(model: torch.nn.Module, quantizers_for, window: int,
 
         def hook(module, args, kwargs, key_quantizer=key_quantizer, value_quantizer=value_quantizer, argument=argument):
             present = next((a for a in _CACHE_ARGUMENTS if a in kwargs), argument)
-            kwargs[present] = QuantizingCache(kwargs.get(present), key_quantizer, value_quantizer, window, key_rotation)
+            kwargs[present] = QuantizingCache(kwargs.get(present), key_quantizer, value_quantizer, key_rotation)
             return args, kwargs
 
         handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))

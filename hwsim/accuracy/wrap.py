@@ -128,8 +128,11 @@ def quantize_model(base: LoadedModel, config: AccuracyConfig, *, calibration: li
     names = linear_layer_names(base.model)
     _check_patterns(config, names, base.name)
     _check_methods(config, base.model)
-    if (config.smoothquant_alpha is not None or config.gptq) and not calibration:
-        raise ValueError("SmoothQuant and GPTQ need calibration batches: pass calibration=[token tensors], or use hwsim.accuracy.calibration_batches")
+    if config.calibrated and not calibration:
+        raise ValueError(
+            "SmoothQuant, GPTQ and policy subsets chosen from calibration data need calibration batches: "
+            "pass calibration=[token tensors], or use hwsim.accuracy.calibration_batches"
+        )
 
     model = copy.deepcopy(base.model)
     model.eval()
@@ -148,13 +151,16 @@ def quantize_model(base: LoadedModel, config: AccuracyConfig, *, calibration: li
     output_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     lm_head_name = next((name for name in names if modules[name] is output_head), None)
 
-    def weight_quantizer(name):
-        return quantizer_for(config, name, "weight", lm_head_name=lm_head_name)
-
     if quantized.rotation is not None:
         for name in names:
             if name.endswith("mlp.down_proj"):
                 modules[name].register_forward_pre_hook(_input_hook(quantized.rotation.mlp))
+    scores = {}
+    if config.policy is not None:
+        scores = _subset_calibration(model, config, names, modules, lm_head_name, calibration)
+
+    def weight_quantizer(name):
+        return quantizer_for(config, name, "weight", lm_head_name=lm_head_name, calibration=scores)
     if config.gptq:
         from hwsim.accuracy.gptq import gptq_llama
 
@@ -167,22 +173,62 @@ def quantize_model(base: LoadedModel, config: AccuracyConfig, *, calibration: li
 
     shared = _SharedInputs()
     for name in names:
-        quantizer = quantizer_for(config, name, "input", lm_head_name=lm_head_name)
+        quantizer = quantizer_for(config, name, "input", lm_head_name=lm_head_name, calibration=scores)
         if matches(name, config.arith_layers):
             _install_arith(modules[name], quantizer, weight_quantizer(name), config)
         elif quantizer is not None:
             modules[name].register_forward_pre_hook(_input_hook(lambda x, quantizer=quantizer: shared(quantizer, x)))
 
-    if config.key is not None or config.value is not None:
+    # A policy's KV rules have nothing to apply to in an encoder, while a config that names KV formats for one is an error.
+    if _quantizes_kv(config) and not (config.policy is not None and base.kind == "encoder"):
         key_rotation = quantized.rotation.head if quantized.rotation is not None else None
         install_kv_quantization(
             model,
             lambda name: (quantizer_for(config, name, "key"), quantizer_for(config, name, "value")),
-            config.kv_window,
-            key_rotation,
+            key_rotation=key_rotation,
         )
     log.info("quantized %s with %s", base.name, config.label)
     return quantized
+
+
+def _quantizes_kv(config: AccuracyConfig) -> bool:
+    if config.policy is None:
+        return config.key is not None or config.value is not None
+    return any(rule.quantizer is not None and set(rule.roles) & {"kv_key", "kv_value"} for rule in config.policy.rules)
+
+
+def _subset_calibration(model, config: AccuracyConfig, names, modules, lm_head_name, batches) -> dict:
+    """(scores, basis) of each policy subset chosen from calibration data, keyed by (layer name, role)."""
+    from hwsim.accuracy.policy_path import input_scores, needs_calibration, needs_fisher, weight_scores
+    from hwsim.policy.sensitivity import capture_inputs, causal_lm_loss, fisher_information
+
+    plans = {}
+    for name in names:
+        rules = {role: quantizer_for(config, name, role, lm_head_name=lm_head_name) for role in ("weight", "input")}
+        rules = {role: getattr(q, "quantizer", None) for role, q in rules.items()}
+        if any(needs_calibration(q) for q in rules.values()):
+            plans[name] = rules
+    if not plans:
+        return {}
+    inputs = capture_inputs(model, batches, {name: modules[name] for name in plans})
+    fisher_layers = {name: modules[name] for name, rules in plans.items() if needs_fisher(rules["weight"])}
+    fisher = {}
+    if fisher_layers:
+        with torch.enable_grad():
+            fisher = fisher_information(model, causal_lm_loss, batches, layers=fisher_layers)
+    scores = {}
+    for name, rules in plans.items():
+        if rules["weight"] is not None:
+            scores[(name, "weight")] = weight_scores(rules["weight"], modules[name].weight, inputs[name], fisher.get(name))
+        if rules["input"] is not None:
+            shared = scores.get((name, "weight"), (None, None))[1]
+            if shared is not None and rules["input"].subset.kind == "pca_subspace":
+                # Weights and inputs of a layer share the principal directions, so X W^T stays the same before rounding.
+                scores[(name, "input")] = (None, shared)
+            else:
+                scores[(name, "input")] = input_scores(rules["input"], inputs[name])
+    log.info("chose policy subsets of %d linear layers from calibration data", len(plans))
+    return scores
 
 
 class _SharedInputs:

@@ -30,14 +30,15 @@ def register(subparsers) -> None:
         "--policy",
         default="fp32",
         help="fp32, fp16, w<bits>a<bits>[kv<bits>][-g<group size>] such as w8a8, w4a16 or w4a4kv4, "
-        "or formats per role such as w=mxfp4,a=mxfp8_e4m3,kv=fp8_e4m3 (default: %(default)s)",
+        "formats per role such as w=mxfp4,a=mxfp8_e4m3,kv=fp8_e4m3, a preset from `hwsim policies list` "
+        "such as atom-w4a4 (its rotation, SmoothQuant and GPTQ settings apply), or a policy YAML file (default: %(default)s)",
     )
 
     parser.add_argument("--rotate", action="store_true", help="apply QuaRot-style Hadamard rotations (Llama models)")
     parser.add_argument("--smoothquant", type=float, metavar="ALPHA", help="apply SmoothQuant with migration strength ALPHA in [0, 1] (Llama models)")
     parser.add_argument("--gptq", action="store_true", help="round weights with GPTQ from calibration text (Llama models)")
     parser.add_argument("--calibration-tokens", type=int, default=2048, metavar="N",
-                        help="tokens of calibration text for SmoothQuant and GPTQ, from the end of the split (default: %(default)s)")
+                        help="tokens of calibration text for SmoothQuant, GPTQ and policy subsets, from the end of the split (default: %(default)s)")
 
     parser.add_argument("--tokens", type=int, default=4096, metavar="N", help="score the first N tokens of the split (default: %(default)s)")
     parser.add_argument("--window", type=int, default=256, metavar="N", help="tokens per evaluation window (default: %(default)s)")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if identity is None:
         base = load_model(args.model, device=args.device)
     model_id, kind = identity if identity is not None else (base.model_id, base.kind)
-    if kind == "encoder" and (config.key or config.value):
+    if kind == "encoder" and (config.key or config.value) and config.policy is None:
         # An encoder keeps no KV cache, so the policy's KV-cache format has nothing to apply to.
         config = dataclasses.replace(config, key=None, value=None)
 

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--accelerator", required=True, metavar="NAME",
                         help="an accelerator preset (see `hwsim accelerators list`) or a path to a .yaml spec")
     parser.add_argument("--policy", default="w16a16", metavar="POLICY",
-                        help="bit policy, such as w16a16, w4a16-g128, w8a8kv8 or w=mxfp4,a=mxfp8_e4m3 (default: w16a16, all fp16)")
+                        help="bit policy: a string such as w16a16, w4a16-g128, w8a8kv8 or w=mxfp4,a=mxfp8_e4m3, a preset from "
+                        "`hwsim policies list` such as atom-w4a4, or a policy YAML file (default: w16a16, all fp16)")
 
     parser.add_argument("--phase", choices=PHASES, default="decode",
                         help="prefill of --context prompt tokens, decode of --generated tokens after --context cached tokens, "

@@ -1,51 +1,8 @@
-"""Bit policies of a sweep, named by text: a preset name, a uniform policy string, or a policy YAML file."""
+"""Bit policies of a sweep, named by text: a preset name, a uniform policy string, or a policy YAML file.
 
-from __future__ import annotations
+The resolution lives in `hwsim.policy.resolve`; this module keeps the names the sweep code imports.
+"""
 
-import functools
-from pathlib import Path
+from hwsim.policy.resolve import is_uniform_text, resolve_policy
 
-from hwsim.policy import UniformPolicy
-
-
-@functools.lru_cache(maxsize=256)
-def resolve_policy(text: str):
-    """Return the `hwsim.policy.Policy` that `text` names.
-
-    Tried in order: a uniform policy string that `UniformPolicy.parse`
-    reads ("w8a8", "w4a8-g64", "w=mxfp4,a=mxfp8_e4m3,kv=fp8_e4m3"), a preset
-    of `hwsim.policy.presets` ("mxfp4", "quarot-w4a4kv4") and a path to a
-    policy YAML file. Uniform strings come first because the accuracy path
-    reads the same strings (`AccuracyConfig.from_policy`), so both sides of
-    a point mean the same formats. Raises ValueError naming all three forms
-    when none matches.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"invalid bit policy {text!r}: give a preset name, a policy YAML file or a string such as 'w4a16'")
-    from hwsim import policy as policy_package
-
-    if is_uniform_text(text):
-        return UniformPolicy.parse(text).to_policy(name=text.strip())
-    presets = getattr(policy_package, "PRESETS", {})
-    key = text.strip().lower()
-    if key in presets:
-        return presets[key].policy
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ValueError(f"invalid bit policy {text!r}: the policy file does not exist")
-        return policy_package.load_policy(path)
-    names = ", ".join(sorted(presets)) or "(none)"
-    raise ValueError(
-        f"invalid bit policy {text!r}: not a uniform policy string (such as 'w4a16', 'w8a8kv8' or "
-        f"'w=mxfp4,a=mxfp8_e4m3,kv=fp8_e4m3'), a preset ({names}) or a .yaml file"
-    )
-
-
-def is_uniform_text(text: str) -> bool:
-    """True when `UniformPolicy.parse` reads `text`, so the accuracy path's `AccuracyConfig.from_policy` takes it too."""
-    try:
-        UniformPolicy.parse(text)
-    except (ValueError, KeyError):
-        return False
-    return True
+__all__ = ["is_uniform_text", "resolve_policy"]

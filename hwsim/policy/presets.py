@@ -8,11 +8,10 @@ Subsets (outlier channels, output features, PCA subspaces, sparse
 outliers, salient groups) are emulated by `hwsim.policy.subsets.qdq_tensor`
 from calibration scores. The calibration-time searches that a paper runs
 (clipping ratios, k-means levels, per-layer splits) are not emulated.
-`hwsim policies show NAME` prints a preset's bits per parameter.
-
-NOTE: hwsim.accuracy reads its own AccuracyConfig so far. The
-"reproduced" and "approximated" texts describe what it applies once it
-takes a Policy through `quantizer_for`.
+`hwsim policies show NAME` prints a preset's bits per parameter, and
+`hwsim accuracy --policy NAME` measures it: `AccuracyConfig.from_policy`
+takes the preset, and `hwsim.accuracy.policy_path` chooses its subsets from
+calibration data and runs GPTQ around them.
 """
 
 from __future__ import annotations

@@ -105,11 +105,8 @@ def _top_mask(scores: torch.Tensor, count: int, length: int, candidates: str) ->
 
 
 def _outlier_channels(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
+    mask = subset_selection(tensor, quantizer, scores)
     subset = quantizer.subset
-    channels = tensor.shape[-1]
-    if scores is None:
-        scores = tensor.detach().abs().reshape(-1, channels).amax(dim=0)
-    mask = _top_mask(scores, subset.size_of(channels), channels, "channels")
     result = torch.empty_like(tensor)
     # Quantizing the kept channels as one contiguous tensor is Atom's reorder: groups form from the rest only.
     result[..., ~mask] = _qdq(tensor[..., ~mask], quantizer.format, quantizer, seed)
@@ -119,12 +116,7 @@ def _outlier_channels(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
 
 def _output_features(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
     subset = quantizer.subset
-    if tensor.dim() < 2:
-        raise ValueError(f"an output_features subset needs a weight [out, in], got shape {tuple(tensor.shape)}")
-    rows = tensor.shape[-2]
-    if scores is None:
-        scores = tensor.detach().abs().transpose(-1, -2).reshape(-1, rows).amax(dim=0)
-    mask = _top_mask(scores, subset.size_of(rows), rows, "rows")
+    mask = subset_selection(tensor, quantizer, scores)
     result = torch.empty_like(tensor)
     result[..., ~mask, :] = _qdq(tensor[..., ~mask, :], quantizer.format, quantizer, seed)
     result[..., mask, :] = _qdq(tensor[..., mask, :], subset.format, quantizer, seed)
@@ -149,11 +141,7 @@ def _pca_subspace(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
 
 def _sparse_outliers(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
     subset = quantizer.subset
-    if scores is None:
-        scores = tensor.detach().abs()
-    if tuple(torch.as_tensor(scores).shape) != tuple(tensor.shape):
-        raise ValueError(f"scores for sparse outliers need the tensor's shape {tuple(tensor.shape)}, got {tuple(torch.as_tensor(scores).shape)}")
-    mask = _top_mask(scores, subset.size_of(tensor.numel()), tensor.numel(), "elements").reshape(tensor.shape)
+    mask = subset_selection(tensor, quantizer, scores)
     # Outliers leave the dense part before its scales are set, so they do not stretch them.
     result = _qdq(tensor.masked_fill(mask, 0.0), quantizer.format, quantizer, seed)
     result[mask] = _qdq(tensor[mask], subset.format, quantizer, seed, axis=-1)
@@ -162,6 +150,52 @@ def _sparse_outliers(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
 
 def _salient_groups(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
     subset = quantizer.subset
+    group_size = formats.get(quantizer.format).group_size
+    channels = tensor.shape[-1]
+    rows = tensor.numel() // channels
+    assignment = subset_selection(tensor, quantizer, scores)
+    element_assignment = assignment.repeat_interleave(group_size, dim=1)[:, :channels]
+    element_assignment = element_assignment.reshape(tensor.shape)
+    result = _qdq(tensor, quantizer.format, quantizer, seed)
+    high = _qdq(tensor, subset.format, quantizer, seed)
+    result = torch.where(element_assignment == 1, high, result)
+    if subset.low_format:
+        low = _qdq(tensor, subset.low_format, quantizer, seed)
+        result = torch.where(element_assignment == -1, low, result)
+    return result
+
+
+def subset_selection(tensor: torch.Tensor, quantizer: Quantizer, scores=None) -> torch.Tensor:
+    """Return which part of `tensor` the quantizer's subset keeps, as `qdq_tensor` chooses it.
+
+    outlier_channels: a bool mask over the last axis; output_features: a
+    bool mask over the rows (second-to-last axis); sparse_outliers: a bool
+    mask of the tensor's shape; salient_groups: an int8 [rows, groups]
+    assignment, 1 for the subset's format, -1 for its low_format, 0 for
+    the dense format. Scores are as `qdq_tensor` takes them; None ranks by
+    the tensor itself.
+    """
+    subset = quantizer.subset
+    if subset is None or subset.kind == "pca_subspace":
+        raise ValueError(f"selection is for outlier_channels, output_features, sparse_outliers or salient_groups subsets, got {subset!r}")
+    if subset.kind == "outlier_channels":
+        channels = tensor.shape[-1]
+        if scores is None:
+            scores = tensor.detach().abs().reshape(-1, channels).amax(dim=0)
+        return _top_mask(scores, subset.size_of(channels), channels, "channels")
+    if subset.kind == "output_features":
+        if tensor.dim() < 2:
+            raise ValueError(f"an output_features subset needs a weight [out, in], got shape {tuple(tensor.shape)}")
+        rows = tensor.shape[-2]
+        if scores is None:
+            scores = tensor.detach().abs().transpose(-1, -2).reshape(-1, rows).amax(dim=0)
+        return _top_mask(scores, subset.size_of(rows), rows, "rows")
+    if subset.kind == "sparse_outliers":
+        if scores is None:
+            scores = tensor.detach().abs()
+        if tuple(torch.as_tensor(scores).shape) != tuple(tensor.shape):
+            raise ValueError(f"scores for sparse outliers need the tensor's shape {tuple(tensor.shape)}, got {tuple(torch.as_tensor(scores).shape)}")
+        return _top_mask(scores, subset.size_of(tensor.numel()), tensor.numel(), "elements").reshape(tensor.shape)
     if quantizer.axis % tensor.dim() != tensor.dim() - 1:
         raise ValueError(f"salient groups run along the last axis; got a quantizer with axis={quantizer.axis}")
     group_size = formats.get(quantizer.format).group_size
@@ -176,15 +210,7 @@ def _salient_groups(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
     assignment[order[:chosen]] = 1
     if subset.low_format:
         assignment[order[total - chosen :]] = -1
-    element_assignment = assignment.reshape(rows, groups_per_row).repeat_interleave(group_size, dim=1)[:, :channels]
-    element_assignment = element_assignment.reshape(tensor.shape)
-    result = _qdq(tensor, quantizer.format, quantizer, seed)
-    high = _qdq(tensor, subset.format, quantizer, seed)
-    result = torch.where(element_assignment == 1, high, result)
-    if subset.low_format:
-        low = _qdq(tensor, subset.low_format, quantizer, seed)
-        result = torch.where(element_assignment == -1, low, result)
-    return result
+    return assignment.reshape(rows, groups_per_row)
 
 
 def _group_scores(tensor, scores, group_size, rows, groups_per_row) -> torch.Tensor:
