@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = [
     "hwsim.cli.dashboard_cmd",
     "hwsim.cli.sweep_cmd",
     "hwsim.cli.accuracy_cmd",
+    "hwsim.cli.allocate_cmd",
 ]
 
 log = logging.getLogger(__name__)
