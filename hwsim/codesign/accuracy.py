@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from hwsim.codesign.policies import is_uniform_text, resolve_policy
+from hwsim.codesign.policies import resolve_policy
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,7 @@ _MINILM_LINEAR_LAYERS = {
 def _accuracy_config(policy_text: str, options: dict):
     from hwsim.accuracy.config import AccuracyConfig
 
-    if not (is_uniform_text(policy_text) or policy_text.strip().lower() in ("fp16", "fp32")):
-        raise ValueError(
-            f"the accuracy path reads uniform policy strings (such as 'w4a16' or 'w=mxfp4,a=mxfp8_e4m3'), "
-            f"and {policy_text!r} is a preset or a file; measure it with metric weight_sqnr_db, or write it as a uniform string"
-        )
+    # Uniform strings, presets and policy files all resolve, so the accuracy side reads the formats the cost side prices.
     return AccuracyConfig.from_policy(policy_text, **options)
 
 
@@ -81,13 +77,20 @@ class PerplexityAccuracy:
         return "perplexity " + json.dumps(settings, sort_keys=True)
 
     def evaluate_policy(self, policy_text: str) -> dict[str, float]:
-        from hwsim.accuracy.evaluate import evaluate_perplexity
+        from hwsim.accuracy.evaluate import cached_perplexity, evaluate_perplexity
+        from hwsim.accuracy.models import model_identity
 
         config = _accuracy_config(policy_text, self.config_options)
-        result = evaluate_perplexity(
-            _loaded_model(self.model), config, tokens=self.tokens, window=self.window, stride=self.stride,
-            cache_dir=self.cache_dir, progress=False,
-        )
+        # A result in the on-disk cache needs no model, and loading one takes seconds per worker process.
+        identity = model_identity(self.model)
+        result = None
+        if identity is not None:
+            result = cached_perplexity(identity[0], config, tokens=self.tokens, window=self.window, stride=self.stride, cache_dir=self.cache_dir)
+        if result is None:
+            result = evaluate_perplexity(
+                _loaded_model(self.model), config, tokens=self.tokens, window=self.window, stride=self.stride,
+                cache_dir=self.cache_dir, progress=False,
+            )
         return {"perplexity": result.perplexity, "nll_per_token": result.nll_per_token}
 
 

@@ -30,6 +30,7 @@ Shipped evaluators, selected by the spec's `evaluator` key:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
@@ -101,11 +102,13 @@ class SimulateEvaluator:
     does not fit in memory gets fits=False instead of an error, and returns
     `report_objectives` of the report. unsupported="raise" records a format
     the accelerator cannot take as the point's error; "emulate" prices the
-    conversion that hwsim.simulate documents. area_mm2 (an estimate, see
-    `hwsim.hardware.area`) is added for systolic arrays.
+    conversion that hwsim.simulate documents. For systolic arrays it adds
+    area_mm2 (an estimate, see `hwsim.hardware.area`) and
+    pe_takes_policy_formats, which is False where "emulate" converts some of
+    the policy's quantized formats (see `pe_takes_policy_formats`).
     """
 
-    columns = (*SIMULATE_TOTAL_COLUMNS, *SIMULATE_MEMORY_COLUMNS, "area_mm2")
+    columns = (*SIMULATE_TOTAL_COLUMNS, *SIMULATE_MEMORY_COLUMNS, "area_mm2", "pe_takes_policy_formats")
 
     def __init__(self, unsupported: str = "raise") -> None:
         if unsupported not in ("raise", "emulate"):
@@ -124,13 +127,69 @@ class SimulateEvaluator:
         from hwsim.hardware import accelerator_area
 
         accelerator = point.accelerator_spec()
-        report = hwsim.simulate(
-            self._model_specs.get(point.model, point.model), point.bit_policy(), accelerator, point.scenario, unsupported=self.unsupported, memory_overflow="report",
-        )
+        model = self._model_specs.get(point.model, point.model)
+        report = hwsim.simulate(model, point.bit_policy(), accelerator, point.scenario, unsupported=self.unsupported, memory_overflow="report")
         values = report_objectives(report)
         if accelerator.kind == "systolic_array":
             values["area_mm2"] = accelerator_area(accelerator).total_mm2
+            pairs = operand_format_pairs(model, point.policy, point.scenario)
+            values["pe_takes_policy_formats"] = pe_takes_policy_formats(accelerator.pe, pairs, accelerator.technology)
         return values
+
+
+# Formats that bit policies leave unquantized (`hwsim.policy.uniform.UNQUANTIZED_FORMAT` and the
+# full-precision roles of the per-role form).
+FULL_PRECISION_FORMATS = ("fp32", "fp16", "bf16")
+
+
+@functools.lru_cache(maxsize=256)
+def operand_format_pairs(model, policy_text: str, scenario) -> tuple[tuple[str, str], ...]:
+    """Return the (activation, weight) format pairs of the matmul ops and the (query, KV cache) pairs of the attention ops that `hwsim.simulate` prices.
+
+    model is a shipped model name or a `ModelSpec`. Cached per process.
+    """
+    from hwsim.codesign.policies import resolve_policy
+    from hwsim.hardware.kernels import AttentionRequest, MatmulRequest
+    from hwsim.simulation.engine import resolve_model
+    from hwsim.simulation.pricing import price_phase
+
+    pairs = {}
+    for op in price_phase(resolve_model(model), resolve_policy(policy_text), scenario):
+        request = op.request
+        if isinstance(request, MatmulRequest):
+            pairs[(request.activation_format, request.weight_format)] = None
+        elif isinstance(request, AttentionRequest):
+            pairs[(request.query_format, request.kv_format)] = None
+    return tuple(pairs)
+
+
+def pe_takes_policy_formats(pe, pairs, technology) -> bool:
+    """Return whether `pe` takes every quantized format of the operand pairs as it is, natively or through its own dequantize fallback.
+
+    A pair of two quantized formats is mapped as it is. In a pair with one
+    full-precision operand (FULL_PRECISION_FORMATS), such as the fp16 LM
+    head of a uniform policy, the quantized format is mapped against itself
+    and the full-precision one is left out. False means that hwsim.simulate
+    with unsupported="emulate" converts some quantized operand to another
+    format, so the accuracy path, which applies the policy's formats, does
+    not measure what the PE computes.
+
+    NOTE: a dequantize fallback counts as taking the format even where the
+    native format is narrower (mxfp4 dequantized to int8), and that rounding
+    is not in the accuracy path either.
+    """
+    from hwsim.hardware.pe import UnsupportedFormatError, map_operands
+
+    for activation, weight in pairs:
+        quantized = [fmt for fmt in (activation, weight) if fmt not in FULL_PRECISION_FORMATS]
+        if not quantized:
+            continue
+        first, second = (activation, weight) if len(quantized) == 2 else (quantized[0], quantized[0])
+        try:
+            map_operands(pe, first, second, technology)
+        except UnsupportedFormatError:
+            return False
+    return True
 
 
 def load_plugin(reference: str, options: Mapping[str, Any]):

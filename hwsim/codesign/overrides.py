@@ -113,17 +113,25 @@ def apply_overrides(document: dict, overrides: tuple[tuple[str, Any], ...], *, i
     return result
 
 
-@functools.lru_cache(maxsize=4096)
-def _accelerator_from_json(base: str, overrides_json: str) -> AcceleratorSpec:
-    # Both documents are fresh from json.loads, so the overrides can be applied in place.
-    overrides = tuple((path, value) for path, value in json.loads(overrides_json))
-    document = apply_overrides(base_document(base), overrides, in_place=True)
-    return accelerator_from_dict(document, source=f"{base} with overrides {overrides_json}")
+# Validated specs by (base, overrides as JSON), oldest dropped first past MAX_CACHED_ACCELERATORS.
+# The JSON text is only the key: the spec is built from the overrides themselves, because JSON
+# turns integer mapping keys, such as those of pe.macs_per_cycle_by_element_bits, into strings.
+_ACCELERATORS: dict[tuple[str, str], AcceleratorSpec] = {}
+MAX_CACHED_ACCELERATORS = 4096
 
 
 def build_accelerator(base: str, overrides: tuple[tuple[str, Any], ...]) -> AcceleratorSpec:
     """Validated spec of `base` with `overrides`; cached per process, since many points share hardware."""
-    return _accelerator_from_json(str(base), json.dumps([list(item) for item in overrides], sort_keys=True))
+    overrides_json = json.dumps([list(item) for item in overrides], sort_keys=True)
+    key = (str(base), overrides_json)
+    spec = _ACCELERATORS.get(key)
+    if spec is None:
+        document = apply_overrides(base_document(base), overrides)
+        spec = accelerator_from_dict(document, source=f"{base} with overrides {overrides_json}")
+        if len(_ACCELERATORS) >= MAX_CACHED_ACCELERATORS:
+            _ACCELERATORS.pop(next(iter(_ACCELERATORS)))
+        _ACCELERATORS[key] = spec
+    return spec
 
 
 def _type_problem(value: Any, expected: type) -> str | None:
