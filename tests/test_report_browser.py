@@ -30,6 +30,7 @@ EXPECTED_TITLES = (
     "Bits per element by layer and tensor (bits, scales and zero points included)",
     "Representable values of each element format (value / largest finite value",
     "qdq error per format on encoder.layer.0.attention.self.query.weight",
+    "Accumulation error against K, relative to the exact product of the quantized operands",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.offline
 import pytest
 
@@ -15,6 +16,7 @@ from hwsim.report import FIGURES, Roof, build_dashboard, format_values_frame, qd
 
 ALL_FIGURES = (
     "Pareto scatter", "roofline", "energy breakdown", "latency per phase", "bit heat map", "format value grid", "qdq error histograms",
+    "accumulation error vs K",
 )
 
 
@@ -25,6 +27,9 @@ def all_tables() -> dict:
         "bits": bits_table(),
         "values": format_values_frame(["int8", "fp8_e4m3", "fp4_e2m1"]),
         "errors": qdq_error_frame(minilm_weight(), ["int8_channel", "mxfp4"], tensor=QUERY_WEIGHT),
+        "accumulation": pd.DataFrame(
+            {"k": [64, 128], "accumulator": ["fp16", "fp16"], "median_rel_error": [1e-3, 2e-3], "p99_rel_error": [1e-2, 2e-2]}
+        ),
     }
 
 

@@ -12,6 +12,14 @@ column names and converting only for display:
 | bit heat map | `bit_heatmap_figure` | layer, tensor or role, bits_per_element |
 | format value grid | `format_values_figure` | format, code, value (bits for the hex code width) |
 | qdq error histograms | `qdq_error_figure` | format, error (value for the SQNR) |
+| accumulation error vs K | `accumulation_figure` | k, accumulator, median_rel_error, p99_rel_error (operand_format, order, max_normalized_error, bound_normalized_error) |
+
+`hwsim.report.policy_comparison` adds figures that set bit policies side
+by side (`POLICY_FIGURES`, drawn when a caller passes them to
+`build_dashboard(..., figures=...)`): `bits_per_parameter_figure` (policy,
+bits_per_parameter), `per_token_figure` (policy, accelerator,
+energy_j_per_token or latency_s_per_token) and `perplexity_table_figure`
+(policy, model, perplexity, source).
 
 Configuration columns (accelerator, policy, format, model, scenario, and
 any other text column) label bars and points and fill the hover text.
@@ -20,6 +28,7 @@ one HTML page; `hwsim dashboard RESULTS -o out.html` does the same from a
 Parquet or CSV file.
 """
 
+from hwsim.report.accumulation import accumulation_figure
 from hwsim.report.bits import bit_heatmap_figure, layer_bits_frame
 from hwsim.report.columns import MissingColumnsError
 from hwsim.report.dashboard import FIGURES, Dashboard, build_dashboard, dashboard_figures, load_results
@@ -27,14 +36,18 @@ from hwsim.report.energy import energy_breakdown_figure
 from hwsim.report.format_figures import format_values_figure, format_values_frame, qdq_error_figure, qdq_error_frame
 from hwsim.report.latency import phase_latency_figure
 from hwsim.report.pareto import pareto_figure, pareto_mask
+from hwsim.report.policy_comparison import POLICY_FIGURES, bits_per_parameter_figure, per_token_figure, perplexity_table_figure
 from hwsim.report.roofline import Roof, roofline_figure, systolic_roof
 
 __all__ = [
     "FIGURES",
+    "POLICY_FIGURES",
     "Dashboard",
     "MissingColumnsError",
     "Roof",
+    "accumulation_figure",
     "bit_heatmap_figure",
+    "bits_per_parameter_figure",
     "build_dashboard",
     "dashboard_figures",
     "energy_breakdown_figure",
@@ -44,6 +57,8 @@ __all__ = [
     "load_results",
     "pareto_figure",
     "pareto_mask",
+    "per_token_figure",
+    "perplexity_table_figure",
     "phase_latency_figure",
     "qdq_error_figure",
     "qdq_error_frame",

@@ -22,6 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 
+from hwsim.report.accumulation import REQUIREMENTS as ACCUMULATION_REQUIREMENTS
+from hwsim.report.accumulation import accumulation_figure
 from hwsim.report.bits import REQUIREMENTS as BITS_REQUIREMENTS
 from hwsim.report.bits import bit_heatmap_figure
 from hwsim.report.columns import configuration_columns, describe_requirement, missing_requirements
@@ -83,6 +85,7 @@ FIGURES = (
     FigureSpec("bit heat map", BITS_REQUIREMENTS, lambda frame, **_: bit_heatmap_figure(frame), wide=True),
     FigureSpec("format value grid", VALUE_REQUIREMENTS, lambda frame, **_: format_values_figure(frame), wide=True),
     FigureSpec("qdq error histograms", ERROR_REQUIREMENTS, lambda frame, **_: qdq_error_figure(frame), wide=True),
+    FigureSpec("accumulation error vs K", ACCUMULATION_REQUIREMENTS, lambda frame, **_: accumulation_figure(frame), wide=True),
 )
 
 
@@ -128,17 +131,19 @@ def _as_tables(results) -> dict[str, pd.DataFrame]:
     raise TypeError(f"results is a {type(results).__name__}; pass a DataFrame, a mapping of names to DataFrames, or a .parquet or .csv path")
 
 
-def dashboard_figures(results, *, roofs: Sequence[Roof] | None = None) -> tuple[list[tuple[FigureSpec, str, go.Figure]], list[str]]:
-    """Draw every figure some table supports.
+def dashboard_figures(
+    results, *, roofs: Sequence[Roof] | None = None, figures: Sequence[FigureSpec] = FIGURES
+) -> tuple[list[tuple[FigureSpec, str, go.Figure]], list[str]]:
+    """Draw every figure of `figures` (default FIGURES) that some table supports.
 
     Returns (drawn, skipped). `drawn` contains (spec, table name, figure) in
-    FIGURES order, and `skipped` one line per figure not drawn, naming the
-    columns it needs. Raises ValueError when no figure can be drawn, naming
-    what each figure needs.
+    the order of `figures`, and `skipped` one line per figure not drawn,
+    naming the columns it needs. Raises ValueError when no figure can be
+    drawn, naming what each figure needs.
     """
     tables = _as_tables(results)
     drawn, skipped = [], []
-    for spec in FIGURES:
+    for spec in figures:
         source = next(
             (name for name, table in tables.items() if not table.empty and not spec.missing(table, roofs) and (spec.name != "Pareto scatter" or len(table) > 1)),
             None,
@@ -175,6 +180,7 @@ def build_dashboard(
     title: str = DEFAULT_TITLE,
     inputs: Mapping[str, object] | None = None,
     roofs: Sequence[Roof] | None = None,
+    figures: Sequence[FigureSpec] = FIGURES,
 ) -> Dashboard:
     """Write the dashboard of `results` to `path` (an .html file).
 
@@ -183,12 +189,14 @@ def build_dashboard(
     inputs: what produced the results (model, accelerators, data, scripts),
         listed at the top of the page as given.
     roofs: roofline roofs, when the per-op table has no roof columns.
+    figures: the figures to draw, in page order. A study may pass its own
+        FigureSpecs, such as `hwsim.report.policy_comparison.POLICY_FIGURES`.
     """
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"invalid dashboard path {str(path)!r}: the dashboard is an HTML page; name it with .html")
     tables = _as_tables(results)
-    drawn, skipped = dashboard_figures(tables, roofs=roofs)
+    drawn, skipped = dashboard_figures(tables, roofs=roofs, figures=figures)
     page = render_page(title, drawn, skipped, list((inputs or {}).items()), describe_tables(tables))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
