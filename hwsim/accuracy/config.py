@@ -303,7 +303,7 @@ def quantizer_for(config: AccuracyConfig, layer_name: str, role: Role, *, lm_hea
 def _policy_quantizer(config: AccuracyConfig, layer_name: str, role: str, calibration: dict):
     from hwsim.accuracy.policy_path import SubsetQdq
 
-    # A linear layer the policy reaches is a "linear" parameter; the output head counts as one once quantize_lm_head asks for it.
+    # Every linear layer that reaches the policy is a "linear" parameter, the output head too when quantize_lm_head is set.
     kind = "linear" if role == "weight" else None
     rule_quantizer = config.policy.quantizer_for(layer_name, role, parameter_kind=kind)
     if rule_quantizer is None or rule_quantizer.format in ("fp32",):

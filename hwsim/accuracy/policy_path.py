@@ -5,7 +5,7 @@ keep a subset in a higher-precision format (outlier channels, output
 features, a PCA subspace, sparse outliers, salient groups) and, for the KV
 cache, a window of recent tokens. `SubsetQdq` applies such a quantizer
 through `hwsim.policy.subsets.qdq_tensor`, with the scores or basis that
-the subset's selection rule asks for:
+the subset's selection rule needs:
 
 - activation_amax: the largest |x| of each input channel over calibration
   inputs (Atom). Weights and inputs of a layer get the same scores, so they
