@@ -112,9 +112,13 @@ def test_atom_weights_and_inputs_keep_the_same_channels():
 
 def test_from_policy_takes_the_policy_options():
     quarot = AccuracyConfig.from_policy("quarot-w4a4kv4")
-    assert quarot.policy is preset("quarot-w4a4kv4") and quarot.rotate and quarot.gptq
+    assert quarot.policy is preset("quarot-w4a4kv4")
+    assert quarot.rotate
+    assert quarot.gptq
     smooth = AccuracyConfig.from_policy(preset("w8a8-smoothquant"))
-    assert smooth.smoothquant_alpha == 0.5 and not smooth.gptq and not smooth.rotate
+    assert smooth.smoothquant_alpha == 0.5
+    assert not smooth.gptq
+    assert not smooth.rotate
     assert AccuracyConfig.from_policy("atom-w4a4").calibrated
     assert not AccuracyConfig.from_policy("mxfp4").calibrated
     # Uniform strings keep their per-role form.

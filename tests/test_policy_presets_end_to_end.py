@@ -2,7 +2,7 @@
 
 The accuracy side runs on SmolLM2-135M-Instruct cut to its first
 decoder layer (real weights, real tokenizer), so each preset, GPTQ and
-calibration included, takes seconds; the perplexity of the cut model means
+calibration included, takes seconds. The perplexity of the cut model means
 nothing, but every quantizer, subset, rotation and KV window of the preset
 runs. studies/presets.py measures the whole model.
 """

@@ -151,13 +151,13 @@ class AccuracyConfig:
         """Build a config from a bit policy and enabler options.
 
         policy is a `hwsim.policy.Policy`, or a text. "fp32" quantizes
-        nothing; "fp16" rounds weights, activations and the KV cache to fp16;
-        strings that `hwsim.policy.UniformPolicy.parse` reads ("w8a8",
+        nothing, and "fp16" rounds weights, activations and the KV cache to
+        fp16. Strings that `hwsim.policy.UniformPolicy.parse` reads ("w8a8",
         "w4a16", "w4a4kv4", "w4a16-g64", "w=mxfp4,a=mxfp8_e4m3,kv=fp8_e4m3")
-        set the weight, activation, key and value formats, and fp32 roles are
-        left alone, since the model already computes in fp32. Any other text
-        names a preset ("atom-w4a4") or a policy YAML file, as
-        `hwsim.policy.resolve_policy` reads it. A Policy's rotation,
+        set the weight, activation, key and value formats. Their fp32 roles
+        are left alone, because the model already computes in fp32. Any other
+        text names a preset ("atom-w4a4") or a policy YAML file, as
+        `hwsim.policy.resolve.resolve_policy` reads it. A Policy's rotation,
         smoothquant_alpha and weight_method="gptq" turn on rotate,
         smoothquant_alpha and gptq; options may add to them.
         """

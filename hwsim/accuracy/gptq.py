@@ -92,9 +92,9 @@ class UniformPlan:
     """Every column in one format: the plan of plain GPTQ.
 
     A plan decides how each column is rounded. `prepare(w)` reads the whole
-    matrix before rounding starts; `start(column, upcoming)` runs before
-    each column, with `upcoming()` giving the error-updated columns from
-    this one on; `round(column, values)` returns the rounded column.
+    matrix before rounding starts. `start(column, upcoming)` runs before
+    each column, and `upcoming()` returns the error-updated columns from
+    this one on. `round(column, values)` returns the rounded column.
     """
 
     def __init__(self, fmt, rounding: str = "nearest_even"):

@@ -18,10 +18,10 @@ the subset's selection rule needs:
   (ResQ); weights and inputs share the basis, so X W^T is unchanged before rounding;
 - weight_magnitude: ranked from the tensor itself, without calibration.
 
-`SubsetQdq.gptq` rounds a weight with GPTQ under the same subset: kept
-channels last and kept directions first as their own column segments,
-kept rows as a separate matrix, sparse outliers as a mask, and salient
-groups as a per-group choice of format.
+`SubsetQdq.gptq` rounds a weight with GPTQ under the same subset. Kept
+channels (moved last) and kept directions (first) form their own column
+segments. Kept rows form a separate matrix. Sparse outliers are a mask,
+and salient groups a per-group choice of format.
 """
 
 from __future__ import annotations

@@ -168,12 +168,13 @@ def _salient_groups(tensor, quantizer, scores, basis, seed) -> torch.Tensor:
 def subset_selection(tensor: torch.Tensor, quantizer: Quantizer, scores=None) -> torch.Tensor:
     """Return which part of `tensor` the quantizer's subset keeps, as `qdq_tensor` chooses it.
 
-    outlier_channels: a bool mask over the last axis; output_features: a
-    bool mask over the rows (second-to-last axis); sparse_outliers: a bool
-    mask of the tensor's shape; salient_groups: an int8 [rows, groups]
-    assignment, 1 for the subset's format, -1 for its low_format, 0 for
-    the dense format. Scores are as `qdq_tensor` takes them; None ranks by
-    the tensor itself.
+    - outlier_channels: a bool mask over the last axis.
+    - output_features: a bool mask over the rows (second-to-last axis).
+    - sparse_outliers: a bool mask of the tensor's shape.
+    - salient_groups: an int8 [rows, groups] assignment, 1 for the subset's
+      format, -1 for its low_format, 0 for the dense format.
+
+    Scores are as `qdq_tensor` takes them, and None ranks by the tensor itself.
     """
     subset = quantizer.subset
     if subset is None or subset.kind == "pca_subspace":
